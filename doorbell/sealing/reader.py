@@ -1,0 +1,114 @@
+"""The reader: verifies a sealed object against a pinned device key, then opens it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from doorbell.sealing import format as fmt
+from doorbell.sealing.errors import DecryptionFailed, NotARecipient, UntrustedDevice
+from doorbell.sealing.format import Envelope, Kind
+from doorbell.sealing.keys import DevicePublicKey, RecipientPrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A verified, decrypted object."""
+
+    device_id: bytes
+    seq: int
+    prev: bytes
+    chain_hash: bytes
+    kind: Kind
+    epoch: int
+    time_us: int
+    meta: dict[str, Any]
+    body: memoryview
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.time_us / 1_000_000, UTC)
+
+
+class Reader:
+    """What a phone holds: its secret key(s) and the doorbells it has pinned.
+
+    ``verify`` checks structure and the device signature and never touches a
+    secret; ``open`` does that first and only then unwraps and decrypts.
+    """
+
+    def __init__(
+        self,
+        identities: Sequence[RecipientPrivateKey],
+        trusted: Iterable[DevicePublicKey],
+    ) -> None:
+        self._identities = [(key, key.public_key()) for key in identities]
+        self._trusted = {device.device_id: device for device in trusted}
+
+    def device(self, device_id: bytes) -> DevicePublicKey:
+        try:
+            return self._trusted[device_id]
+        except KeyError:
+            raise UntrustedDevice(
+                f"signed by device {device_id.hex()[:16]}, which this phone does not trust"
+            ) from None
+
+    def verify(self, data: bytes | bytearray | memoryview) -> Envelope:
+        envelope = fmt.parse_envelope(data)
+        device = self.device(envelope.device_id)
+        with memoryview(envelope.data) as view:
+            device.verify(envelope.signature, fmt.signed_message(view[: envelope.signed_len]))
+        return envelope
+
+    def open(self, data: bytes | bytearray | memoryview) -> Opened:
+        return self.open_envelope(self.verify(data))
+
+    def open_envelope(self, envelope: Envelope) -> Opened:
+        """Open an envelope that ``verify`` returned."""
+        data_key = self._unwrap(envelope)
+        plaintext = bytearray(envelope.signed_len - envelope.header_len - fmt.TAG_LEN)
+        try:
+            AESGCM(data_key).decrypt_into(
+                envelope.nonce, envelope.ciphertext, envelope.header, plaintext
+            )
+        except InvalidTag:
+            raise DecryptionFailed(f"object {envelope.seq}: payload does not decrypt") from None
+        inner = fmt.decode_inner(plaintext)
+        return Opened(
+            device_id=envelope.device_id,
+            seq=envelope.seq,
+            prev=envelope.prev,
+            chain_hash=envelope.chain_hash,
+            kind=inner.kind,
+            epoch=inner.epoch,
+            time_us=inner.time_us,
+            meta=inner.meta,
+            body=inner.body,
+        )
+
+    def can_open(self, envelope: Envelope) -> bool:
+        """Whether one of this reader's keys has a stanza in ``envelope``."""
+        return any(True for _ in self._matches(envelope))
+
+    def _matches(self, envelope: Envelope) -> Iterable[tuple[RecipientPrivateKey, fmt.Stanza]]:
+        for secret, public in self._identities:
+            tag = fmt.recipient_tag(envelope.device_id, envelope.seq, public.suite, public.raw)
+            for stanza in envelope.stanzas:
+                if stanza.suite is public.suite and stanza.tag == tag:
+                    yield secret, stanza
+
+    def _unwrap(self, envelope: Envelope) -> bytes:
+        for secret, stanza in self._matches(envelope):
+            info = fmt.hpke_info(envelope.device_id, envelope.seq, stanza.suite, stanza.tag)
+            try:
+                data_key = stanza.suite.hpke().decrypt(stanza.wrapped, secret.hpke_key(), info=info)
+            except (InvalidTag, ValueError):
+                continue
+            if len(data_key) == 32:
+                return data_key
+        raise NotARecipient(f"object {envelope.seq} is not sealed to this phone's key")
