@@ -1,0 +1,203 @@
+"""Turns verified objects into playable MP4 clips, one object in memory at a time."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from doorbell.phone.chain import Entry, Verification
+from doorbell.phone.objects import ObjectSource, ObjectUnreadable
+from doorbell.sealing import Kind, Reader, SealingError
+
+
+@dataclass
+class Clip:
+    """One clip to assemble: the init segment, then media segments first..last."""
+
+    clip_id: str
+    stream: str
+    first_index: int
+    last_index: int | None
+    time_us: int
+    types: list[str] = field(default_factory=list)
+    snapshots: list[Entry] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if "ring" in self.types:
+            return "ring"
+        return self.types[0] if self.types else "recording"
+
+
+@dataclass(frozen=True)
+class ExportedClip:
+    path: Path
+    label: str
+    segments: int
+    seconds: float
+    snapshot: Path | None
+
+
+@dataclass
+class ExportReport:
+    clips: list[ExportedClip] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def plan_clips(verification: Verification) -> list[Clip]:
+    """Clips announced by events, plus runs of segments that belong to no clip."""
+    clips: dict[str, Clip] = {}
+    ends: dict[str, int] = {}
+    covered: set[tuple[str, int]] = set()
+    segments = _segments(verification.entries)
+    for entry in verification.entries:
+        contents = entry.contents
+        if contents is None:
+            continue
+        meta = contents.meta
+        if contents.kind is Kind.EVENT and _is_str(meta, "clip") and _is_str(meta, "stream"):
+            clip = clips.get(meta["clip"])
+            if clip is None:
+                first = meta.get("first_index")
+                if not isinstance(first, int):
+                    continue
+                clip = Clip(meta["clip"], meta["stream"], first, None, contents.time_us)
+                clips[clip.clip_id] = clip
+            clip.types.append(str(meta.get("type", "event")))
+            clip.snapshots.append(entry)
+        elif (
+            contents.kind is Kind.NOTICE
+            and meta.get("notice") == "clip-end"
+            and _is_str(meta, "clip")
+            and isinstance(meta.get("last_index"), int)
+        ):
+            ends[meta["clip"]] = meta["last_index"]
+    for clip in clips.values():
+        clip.last_index = ends.get(clip.clip_id)
+        last = clip.last_index
+        if last is None:
+            indexes = [i for (s, i) in segments if s == clip.stream and i >= clip.first_index]
+            last = max(indexes, default=clip.first_index)
+        covered.update((clip.stream, i) for i in range(clip.first_index, last + 1))
+    loose = sorted(key for key in segments if key not in covered)
+    runs: list[Clip] = []
+    for stream, index in loose:
+        run = runs[-1] if runs else None
+        if run is not None and run.stream == stream and run.last_index == index - 1:
+            run.last_index = index
+        else:
+            time_us = segments[(stream, index)].contents.time_us  # type: ignore[union-attr]
+            runs.append(Clip(f"{stream}-{index}", stream, index, index, time_us))
+    return sorted([*clips.values(), *runs], key=lambda c: c.time_us)
+
+
+def _segments(entries: list[Entry]) -> dict[tuple[str, int], Entry]:
+    found: dict[tuple[str, int], Entry] = {}
+    for entry in entries:
+        contents = entry.contents
+        if contents is None or contents.kind is not Kind.SEGMENT:
+            continue
+        meta = contents.meta
+        if _is_str(meta, "stream") and isinstance(meta.get("index"), int):
+            found.setdefault((meta["stream"], meta["index"]), entry)
+    return found
+
+
+def _is_str(meta: dict[str, Any], key: str) -> bool:
+    return isinstance(meta.get(key), str)
+
+
+def export_clips(
+    source: ObjectSource, reader: Reader, verification: Verification, out_dir: Path
+) -> ExportReport:
+    """Write each planned clip as ``out_dir/<time>-<label>-<id>.mp4`` (and a .jpg snapshot)."""
+    report = ExportReport()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inits: dict[str, Entry] = {}
+    for entry in verification.entries:
+        if entry.contents is not None and entry.contents.kind is Kind.INIT:
+            stream = entry.contents.meta.get("stream")
+            if isinstance(stream, str):
+                inits.setdefault(stream, entry)
+    segments = _segments(verification.entries)
+    for clip in plan_clips(verification):
+        _export_one(source, reader, clip, inits, segments, out_dir, report)
+    return report
+
+
+def _export_one(
+    source: ObjectSource,
+    reader: Reader,
+    clip: Clip,
+    inits: dict[str, Entry],
+    segments: dict[tuple[str, int], Entry],
+    out_dir: Path,
+    report: ExportReport,
+) -> None:
+    stamp = datetime.fromtimestamp(clip.time_us / 1e6, UTC).strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{clip.label}-{clip.clip_id[:8]}"
+    init = inits.get(clip.stream)
+    if init is None:
+        report.skipped.append(f"{base}: the init segment of stream {clip.stream[:8]} is missing")
+        return
+    last = clip.last_index
+    if last is None:
+        indexes = [i for (s, i) in segments if s == clip.stream and i >= clip.first_index]
+        last = max(indexes, default=clip.first_index - 1)
+        report.skipped.append(
+            f"{base}: no end marker (recording interrupted); exported what exists"
+        )
+    path = out_dir / f"{base}.mp4"
+    partial = out_dir / f".{base}.mp4.part"
+    written = 0
+    seconds = 0.0
+    with open(partial, "wb") as out:
+        if not _copy_body(source, reader, init, out, report, base):
+            partial.unlink()
+            return
+        for index in range(clip.first_index, last + 1):
+            entry = segments.get((clip.stream, index))
+            if entry is None:
+                report.skipped.append(f"{base}: segment {index} is missing; the clip has a gap")
+                continue
+            if _copy_body(source, reader, entry, out, report, base):
+                written += 1
+                duration = entry.contents.meta.get("duration") if entry.contents else None
+                if isinstance(duration, int | float):
+                    seconds += float(duration)
+    if written == 0:
+        partial.unlink()
+        report.skipped.append(f"{base}: no media segment could be exported")
+        return
+    os.replace(partial, path)
+    snapshot = None
+    for event in clip.snapshots:
+        body = _body(source, reader, event, report, base)
+        if body:
+            snapshot = path.with_suffix(".jpg")
+            snapshot.write_bytes(body)
+            break
+    report.clips.append(ExportedClip(path, clip.label, written, seconds, snapshot))
+
+
+def _body(
+    source: ObjectSource, reader: Reader, entry: Entry, report: ExportReport, base: str
+) -> memoryview | None:
+    try:
+        return reader.open(source.read(entry.name)).body
+    except (SealingError, ObjectUnreadable) as exc:  # the source may have changed since
+        report.skipped.append(f"{base}: {entry.name} could not be re-read: {exc}")
+        return None
+
+
+def _copy_body(
+    source: ObjectSource, reader: Reader, entry: Entry, out: Any, report: ExportReport, base: str
+) -> bool:
+    body = _body(source, reader, entry, report, base)
+    if body is None:
+        return False
+    out.write(body)
+    return True

@@ -1,0 +1,104 @@
+"""The phone's own directory: its secret key and the doorbells it has pinned."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from doorbell.sealing import (
+    DevicePublicKey,
+    KeyFileError,
+    Reader,
+    RecipientPrivateKey,
+    SealingError,
+    Suite,
+    read_key_file,
+    save_key_file,
+    write_atomic,
+)
+
+IDENTITY = "identity.key"
+TRUSTED = "trusted.json"
+
+
+def default_home() -> Path:
+    configured = os.environ.get("DOORBELL_PHONE_HOME")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".config" / "doorbell-phone"
+
+
+@dataclass(frozen=True)
+class TrustedDevice:
+    name: str
+    key: DevicePublicKey
+
+
+class PhoneHome:
+    """``identity.key`` (mode 0600) and ``trusted.json`` in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def identity_path(self) -> Path:
+        return self.directory / IDENTITY
+
+    def init(self, suite: Suite) -> RecipientPrivateKey:
+        if self.identity_path.exists():
+            raise KeyFileError(f"{self.identity_path} already exists; this phone already has a key")
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KeyFileError(f"cannot create {self.directory}: {exc.strerror}") from None
+        identity = RecipientPrivateKey.generate(suite)
+        save_key_file(self.identity_path, identity.to_string())
+        return identity
+
+    def identity(self) -> RecipientPrivateKey:
+        if not self.identity_path.exists():
+            raise KeyFileError(f"no phone key in {self.directory}: run 'doorbell-phone init' first")
+        try:
+            return RecipientPrivateKey.from_string(read_key_file(self.identity_path))
+        except SealingError as exc:
+            raise KeyFileError(f"{self.identity_path}: {exc}") from None
+
+    def trusted(self) -> list[TrustedDevice]:
+        path = self.directory / TRUSTED
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise KeyFileError(f"{path} is unreadable or not JSON: {exc}") from None
+        devices = document.get("devices") if isinstance(document, dict) else None
+        if not isinstance(devices, list):
+            raise KeyFileError(f"{path}: expected an object with a 'devices' list")
+        out = []
+        for index, entry in enumerate(devices):
+            try:
+                out.append(
+                    TrustedDevice(str(entry["name"]), DevicePublicKey.from_string(entry["key"]))
+                )
+            except (KeyError, TypeError, SealingError) as exc:
+                raise KeyFileError(f"{path}: device {index}: {exc}") from None
+        return out
+
+    def trust(self, key: DevicePublicKey, name: str) -> bool:
+        """Pin a doorbell. Returns False when it was already pinned."""
+        devices = self.trusted()
+        if any(d.key == key for d in devices):
+            return False
+        devices.append(TrustedDevice(name, key))
+        document = {"devices": [{"name": d.name, "key": d.key.to_string()} for d in devices]}
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(self.directory / TRUSTED, json.dumps(document, indent=2).encode())
+        except OSError as exc:
+            raise KeyFileError(f"cannot write {self.directory / TRUSTED}: {exc.strerror}") from None
+        return True
+
+    def reader(self) -> Reader:
+        return Reader([self.identity()], [d.key for d in self.trusted()])
