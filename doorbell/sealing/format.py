@@ -223,16 +223,28 @@ class Inner:
 
 
 def encode_meta(meta: dict[str, Any]) -> bytes:
-    encoded = json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    """Compact JSON; NaN and infinities are not JSON, so they are refused."""
+    encoded = json.dumps(
+        meta, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+    ).encode()
     if len(encoded) > MAX_META:
         raise ValueError(f"metadata is {len(encoded)} bytes, limit {MAX_META}")
     return encoded
 
 
-def inner_prefix(kind: Kind, epoch: int, time_us: int, meta: bytes, body_len: int) -> bytes:
-    """Everything of the plaintext before the body."""
+def check_payload(epoch: int, time_us: int, body_len: int) -> None:
+    """Raise ValueError for a payload that cannot be encoded, before anything is spent."""
     if body_len > MAX_BODY:
         raise ValueError(f"body is {body_len} bytes, limit {MAX_BODY}")
+    if not -(2**63) <= time_us < 2**63:
+        raise ValueError(f"time {time_us} does not fit a signed 64-bit integer")
+    if not 0 <= epoch < 2**32:
+        raise ValueError(f"keyring epoch {epoch} does not fit 32 bits")
+
+
+def inner_prefix(kind: Kind, epoch: int, time_us: int, meta: bytes, body_len: int) -> bytes:
+    """Everything of the plaintext before the body."""
+    check_payload(epoch, time_us, body_len)
     return _INNER.pack(kind, 0, epoch, time_us, len(meta)) + meta + _BODY_LEN.pack(body_len)
 
 
@@ -269,12 +281,16 @@ def decode_inner(plaintext: bytes | bytearray) -> Inner:
     return Inner(kind, epoch, time_us, meta, view[offset : offset + body_len])
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _decode_meta(raw: bytes) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
         raise MalformedObject(f"payload: metadata is not UTF-8 JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise MalformedObject("payload: metadata is not a JSON object")

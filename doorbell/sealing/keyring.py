@@ -84,12 +84,13 @@ class Keyring:
             raise KeyringError(f"{where}: keyring is {len(raw)} bytes, limit {MAX_KEYRING_BYTES}")
         try:
             document = json.loads(bytes(raw).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
             raise KeyringError(f"{where}: not a JSON keyring: {exc}") from None
         if not isinstance(document, dict) or document.get("format") != KEYRING_FORMAT:
             raise KeyringError(f"{where}: not a Doorbell keyring (format field)")
-        if document.get("version") != KEYRING_VERSION:
-            raise KeyringError(f"{where}: unsupported keyring version {document.get('version')!r}")
+        version = document.get("version")
+        if type(version) is not int or version != KEYRING_VERSION:
+            raise KeyringError(f"{where}: unsupported keyring version {version!r}")
         epoch = document.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**32:
             raise KeyringError(f"{where}: epoch must be an integer in 0..2^32-1")

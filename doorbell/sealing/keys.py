@@ -116,8 +116,14 @@ def decode_key_string(text: str, expected: dict[str, int]) -> tuple[str, bytes]:
     padded = body.upper() + "=" * (-len(body) % 8)
     try:
         decoded = base64.b32decode(padded)
-    except ValueError as exc:  # non-canonical trailing bits
+    except ValueError as exc:
         raise KeyStringError(f"{_KIND_NAMES[prefix]} is not valid base32: {exc}") from None
+    # b32decode ignores the unused low bits of the last character: re-encoding
+    # catches a mistyped last character that only changed those bits.
+    if base64.b32encode(decoded).decode().rstrip("=").lower() != body:
+        raise KeyStringError(
+            f"{_KIND_NAMES[prefix]} is not canonical base32: the last character is mistyped"
+        )
     raw, checksum = decoded[:raw_len], decoded[raw_len:]
     if hashlib.sha256(prefix.encode() + raw).digest()[:CHECKSUM_LEN] != checksum:
         raise KeyStringError(

@@ -76,17 +76,22 @@ class Sealer:
         self._lock = _lock_exclusive(self._dir / ".sealer.lock")
         self._clock = clock
         self._random = random
-        self._key, _ = load_device_key(self._dir)
-        self.device_id = self._key.public_key.device_id
-        self._store = KeyringStore(self._dir)
-        self._stamp = self._store.stamp()
-        self.keyring = self._store.load()
-        self._sequence = SequenceFile(self._dir, block=block)
         self._prev = fmt.ZERO_PREV
         self._last_seq: int | None = None
         self._announce: list[tuple[Kind, dict[str, Any], bytes]] = []
         self._announced: Keyring | None = None
-        self._resume()
+        try:
+            self._key, _ = load_device_key(self._dir)
+            self.device_id = self._key.public_key.device_id
+            self._store = KeyringStore(self._dir)
+            self._stamp = self._store.stamp()
+            self.keyring = self._store.load()
+            self._sequence = SequenceFile(self._dir, block=block)
+            self._resume()
+        except BaseException:
+            # A sealer that failed to start must not keep others out of the directory.
+            self._lock.close()
+            raise
 
     @property
     def device_key(self) -> DevicePublicKey:
@@ -152,17 +157,19 @@ class Sealer:
         self.reload_keyring()
         if not self.keyring.recipients:
             raise NoRecipients("no phone is enrolled: nothing sealed, nobody could open it")
-        if len(body) > fmt.MAX_BODY:
-            raise ValueError(f"body is {len(body)} bytes, limit {fmt.MAX_BODY}")
-        fmt.encode_meta(dict(meta))  # fail before a sequence number is spent
         when = int(self._clock() * 1_000_000) if time_us is None else time_us
+        # Everything that can be refused is refused before a sequence number is spent.
+        fmt.check_payload(self.keyring.epoch, when, len(body))
+        fmt.encode_meta(dict(meta))
         if self._announced != self.keyring:
             # Every run, and every keyring change, publishes the keyring in the stream.
             keyring = (Kind.KEYRING, {"epoch": self.keyring.epoch}, self.keyring.to_json())
             self._announce.append(keyring)
             self._announced = self.keyring
-        out = [self._seal_one(k, m, b, when) for k, m, b in self._announce]
-        self._announce.clear()
+        out = []
+        while self._announce:
+            out.append(self._seal_one(*self._announce[0], when))
+            self._announce.pop(0)
         out.append(self._seal_one(kind, dict(meta), body, when))
         return out
 
@@ -172,10 +179,11 @@ class Sealer:
     def _seal_one(
         self, kind: Kind, meta: dict[str, Any], body: bytes | memoryview, time_us: int
     ) -> SealedObject:
-        seq = self._sequence.take()
+        seq = self._sequence.peek()
         data = seal_bytes(
             self._key, self.keyring, seq, self._prev, kind, meta, body, time_us, self._random
         )
+        self._sequence.take()
         signature = bytes(data[-fmt.SIGNATURE_LEN :])
         self._prev = fmt.chain_hash(signature)
         self._last_seq = seq

@@ -43,12 +43,25 @@ def prepare_state_dir(directory: Path, *, create: bool = True) -> Path:
     return directory
 
 
+def match_owner(path: Path, directory: Path) -> None:
+    """Give a file root just wrote to the owner of its state directory.
+
+    ``sudo doorbell keys add`` must leave files the service user can still read.
+    """
+    if os.geteuid() != 0:
+        return
+    st = directory.stat()
+    if st.st_uid != 0 or st.st_gid != 0:
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 def load_device_key(directory: Path, *, create: bool = True) -> tuple[DeviceSigningKey, bool]:
     """The device key, generated on first use. Returns (key, created)."""
     path = directory / DEVICE_KEY
     if not path.exists() and create:
         key = DeviceSigningKey.generate()
         save_key_file(path, key.to_string())
+        match_owner(path, directory)
         return key, True
     try:
         return DeviceSigningKey.from_string(read_key_file(path)), False
@@ -72,13 +85,15 @@ class KeyringStore:
             raise KeyFileError(f"cannot read {self.path}: {exc.strerror}") from None
         return Keyring.from_json(raw, str(self.path))
 
-    def stamp(self) -> tuple[int, int, int] | None:
-        """Changes whenever the file is replaced: cheap enough to check before every seal."""
+    def stamp(self) -> bytes | None:
+        """The file's digest: a few kilobytes read before every seal is cheap, and unlike
+        inode and mtime it cannot miss two quick edits."""
         try:
-            st = self.path.stat()
+            return hashlib.sha256(self.path.read_bytes()).digest()
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError as exc:
+            raise KeyFileError(f"cannot read {self.path}: {exc.strerror}") from None
 
     @contextlib.contextmanager
     def editing(self) -> Iterator[list[Keyring]]:
@@ -93,6 +108,7 @@ class KeyringStore:
             yield box
             try:
                 write_atomic(self.path, box[0].to_json(), mode=0o600)
+                match_owner(self.path, self.path.parent)
             except OSError as exc:
                 raise KeyFileError(f"cannot write {self.path}: {exc.strerror}") from None
 
@@ -153,11 +169,15 @@ class SequenceFile:
                 heads.append(ChainHead(seq, digest))
         return max(heads, key=lambda h: h.seq, default=None)
 
-    def take(self) -> int:
-        """The next sequence number, reserving a new block durably when needed."""
+    def peek(self) -> int:
+        """The next sequence number, durably reserved, not yet spent."""
         if self.next >= self.reserved_until:
             self._write_reserved(self.next + self._block)
-        seq = self.next
+        return self.next
+
+    def take(self) -> int:
+        """Spend the next sequence number."""
+        seq = self.peek()
         self.next += 1
         return seq
 

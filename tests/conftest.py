@@ -1,0 +1,42 @@
+"""Shared sealing fixtures: a device state directory and phones enrolled in it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from doorbell.sealing import KeyringStore, RecipientPrivateKey, Suite
+
+# A fixed capture clock: every object sealed with it carries this time.
+FIXED_TIME = 1_764_450_000.25
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A device state directory that does not exist yet (the sealer creates it, 0700)."""
+    return tmp_path / "state"
+
+
+Enrol = Callable[..., RecipientPrivateKey]
+
+
+@pytest.fixture
+def enrol(state_dir: Path) -> Enrol:
+    """``enrol(name, suite=Suite.X25519)``: a new phone key, added to the state keyring."""
+
+    def enrol(name: str, suite: Suite = Suite.X25519) -> RecipientPrivateKey:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = RecipientPrivateKey.generate(suite)
+        with KeyringStore(state_dir).editing() as box:
+            box[0] = box[0].add(name, key.public_key(), datetime.now(UTC))
+        return key
+
+    return enrol
+
+
+@pytest.fixture
+def fixed_clock() -> Callable[[], float]:
+    return lambda: FIXED_TIME

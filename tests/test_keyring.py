@@ -1,0 +1,319 @@
+"""The keyring (FORMAT.md section 7): edits, its JSON document, and the on-device store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import stat
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from doorbell.sealing import (
+    KeyFileError,
+    Keyring,
+    KeyringError,
+    KeyringStore,
+    RecipientPrivateKey,
+    RecipientPublicKey,
+    Suite,
+)
+
+X, M = Suite.X25519, Suite.MLKEM768_X25519
+NOW = datetime(2026, 11, 29, 21, 50, 7, 123456, tzinfo=UTC)
+FUZZ = settings(max_examples=400, deadline=None, database=None)
+
+
+def _key(suite: Suite = X) -> RecipientPublicKey:
+    return RecipientPrivateKey.generate(suite).public_key()
+
+
+@pytest.fixture(scope="module")
+def two_phones() -> Keyring:
+    return Keyring().add("alice-phone", _key(M), NOW).add("bob", _key(X), NOW)
+
+
+def _document(keyring: Keyring) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(keyring.to_json())
+    return document
+
+
+# --- edits -------------------------------------------------------------------------------
+
+
+def test_every_edit_bumps_the_epoch(two_phones: Keyring) -> None:
+    assert Keyring().epoch == 0
+    assert two_phones.epoch == 2
+    revoked = two_phones.revoke("bob")
+    assert revoked.epoch == 3
+    assert [r.name for r in revoked.recipients] == ["alice-phone"]
+    assert [r.name for r in two_phones.recipients] == ["alice-phone", "bob"]  # unchanged
+
+
+def test_added_time_is_utc_to_the_second() -> None:
+    local = datetime(2026, 11, 29, 23, 50, 7, 999, tzinfo=timezone(timedelta(hours=2)))
+    keyring = Keyring().add("alice", _key(), local)
+    assert keyring.recipients[0].added == datetime(2026, 11, 29, 21, 50, 7, tzinfo=UTC)
+
+
+def test_duplicate_name_or_key_is_refused(two_phones: Keyring) -> None:
+    with pytest.raises(KeyringError, match="a phone named 'bob' is already enrolled"):
+        two_phones.add("bob", _key(), NOW)
+    bob_key = two_phones.recipients[1].key
+    with pytest.raises(KeyringError, match="this key is already enrolled as 'bob'"):
+        two_phones.add("bobs-tablet", bob_key, NOW)
+
+
+def test_keyring_holds_at_most_64() -> None:
+    keyring = Keyring()
+    for index in range(64):
+        keyring = keyring.add(f"phone {index}", _key(), NOW)
+    with pytest.raises(KeyringError, match=r"full \(64 recipients\)"):
+        keyring.add("one too many", _key(), NOW)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "1 to 64 characters, got 0"),
+        ("x" * 65, "1 to 64 characters, got 65"),
+        (" alice", "surrounding spaces"),
+        ("alice ", "surrounding spaces"),
+        ("ali\nce", "control characters"),
+        ("ali\x00ce", "control characters"),
+        ("ali\u200bce", "control characters"),  # zero-width space, format category Cf
+        ("\u202eenohp", "control characters"),  # right-to-left override
+    ],
+    ids=["empty", "long", "leading", "trailing", "newline", "nul", "zwsp", "rtl"],
+)
+def test_names_shown_to_every_phone_are_checked(name: str, message: str) -> None:
+    with pytest.raises(KeyringError, match=message):
+        Keyring().add(name, _key(), NOW)
+
+
+def test_names_may_be_any_printable_text() -> None:
+    for name in ("x", "x" * 64, "Ana's Pixel 8", "téléphone de Zoë", "手机"):
+        assert Keyring().add(name, _key(), NOW).recipients[0].name == name
+
+
+def test_revoking_an_unknown_name_suggests_the_closest(two_phones: Keyring) -> None:
+    with pytest.raises(KeyringError) as caught:
+        two_phones.revoke("alice-phon")
+    message = str(caught.value)
+    assert "no phone named 'alice-phon' is enrolled" in message
+    assert "did you mean 'alice-phone'?" in message
+    assert "enrolled: 'alice-phone', 'bob'" in message
+    with pytest.raises(KeyringError, match=r"enrolled: none"):
+        Keyring().revoke("anyone")
+
+
+# --- the document --------------------------------------------------------------------------
+
+
+def test_document_matches_the_spec(two_phones: Keyring) -> None:
+    document = _document(two_phones)
+    assert document == {
+        "format": "doorbell-keyring",
+        "version": 1,
+        "epoch": 2,
+        "recipients": [
+            {
+                "name": r.name,
+                "suite": r.key.suite.label,
+                "key": r.key.to_string(),
+                "added": "2026-11-29T21:50:07Z",
+            }
+            for r in two_phones.recipients
+        ],
+    }
+    assert [r["suite"] for r in document["recipients"]] == ["mlkem768-x25519", "x25519"]
+    assert two_phones.to_json().decode("utf-8")
+
+
+def test_document_round_trip(two_phones: Keyring) -> None:
+    assert Keyring.from_json(two_phones.to_json(), "test") == two_phones
+    assert Keyring.from_json(memoryview(two_phones.to_json()), "test") == two_phones
+    empty = Keyring().add("a", _key(), NOW).revoke("a")
+    assert Keyring.from_json(empty.to_json(), "test") == empty
+
+
+def _broken(two_phones: Keyring, change: str) -> bytes:
+    document = _document(two_phones)
+    first = document["recipients"][0]
+    second = document["recipients"][1]
+    edits = {
+        "format": lambda: document.update(format="age-keyring"),
+        "no-format": lambda: document.pop("format"),
+        "version": lambda: document.update(version=2),
+        "epoch-negative": lambda: document.update(epoch=-1),
+        "epoch-big": lambda: document.update(epoch=2**32),
+        "epoch-string": lambda: document.update(epoch="2"),
+        "epoch-bool": lambda: document.update(epoch=True),
+        "recipients-object": lambda: document.update(recipients={}),
+        "recipient-list": lambda: document["recipients"].append([]),
+        "name-number": lambda: first.update(name=7),
+        "name-control": lambda: first.update(name="a\tb"),
+        "suite-missing": lambda: first.pop("suite"),
+        "suite-unknown": lambda: first.update(suite="rsa"),
+        "suite-mismatch": lambda: first.update(suite="x25519"),
+        "key-typo": lambda: first.update(key=first["key"][:-4] + "aaaa"),
+        "key-device": lambda: first.update(
+            key="dbdev-ed25519-" + first["key"].split("-", 2)[2][:58]
+        ),
+        "added-format": lambda: first.update(added="2026-11-29 21:50:07"),
+        "added-offset": lambda: first.update(added="2026-11-29T21:50:07+01:00"),
+        "duplicate-name": lambda: second.update(name=first["name"]),
+        "duplicate-key": lambda: second.update(key=first["key"], suite=first["suite"]),
+    }
+    edits[change]()
+    return json.dumps(document).encode()
+
+
+BROKEN = {
+    "format": r"not a Doorbell keyring \(format field\)",
+    "no-format": r"not a Doorbell keyring \(format field\)",
+    "version": "unsupported keyring version 2",
+    "epoch-negative": "epoch must be an integer",
+    "epoch-big": "epoch must be an integer",
+    "epoch-string": "epoch must be an integer",
+    "epoch-bool": "epoch must be an integer",
+    "recipients-object": "recipients must be a list",
+    "recipient-list": "recipient 2: not an object",
+    "name-number": "recipient 0: name must be a string",
+    "name-control": "recipient 0: name 'a\\\\tb' has control characters",
+    "suite-missing": "recipient 0: suite, key and added must be strings",
+    "suite-unknown": "recipient 0: unknown suite 'rsa'",
+    "suite-mismatch": "recipient 0: suite 'x25519' does not match the key",
+    "key-typo": "recipient 0: phone public key .mlkem768-x25519. checksum does not match",
+    "key-device": "recipient 0: .*doorbell device public key",
+    "added-format": "recipient 0: added '2026-11-29 21:50:07' is not YYYY-MM-DDTHH:MM:SSZ",
+    "added-offset": "recipient 0: added .* is not YYYY-MM-DDTHH:MM:SSZ",
+    "duplicate-name": "duplicate recipient names",
+    "duplicate-key": "duplicate recipient keys",
+}
+
+
+@pytest.mark.parametrize("change", BROKEN)
+def test_broken_document_names_its_source_and_the_field(two_phones: Keyring, change: str) -> None:
+    with pytest.raises(KeyringError, match=r"^/etc/keyring\.json: " + BROKEN[change]):
+        Keyring.from_json(_broken(two_phones, change), "/etc/keyring.json")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "not a JSON keyring"),
+        (b"\xff\xfe{}", "not a JSON keyring"),
+        (b"[1, 2]", "not a Doorbell keyring"),
+        (b"null", "not a Doorbell keyring"),
+        (b"[" * 200_000, "not a JSON keyring"),
+        (b" " * 262_145, "keyring is 262145 bytes, limit 262144"),
+    ],
+    ids=["empty", "binary", "list", "null", "deep", "huge"],
+)
+def test_non_keyring_input_is_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(KeyringError, match=f"^here: {message}"):
+        Keyring.from_json(raw, "here")
+
+
+def test_more_than_64_recipients_is_refused(two_phones: Keyring) -> None:
+    document = _document(two_phones)
+    document["recipients"] = document["recipients"] * 33
+    with pytest.raises(KeyringError, match="recipients must be a list of at most 64"):
+        Keyring.from_json(json.dumps(document).encode(), "x")
+
+
+def test_huge_integer_epoch_is_a_keyring_error(two_phones: Keyring) -> None:
+    """A 5000-digit number is valid JSON but past Python's int conversion limit."""
+    raw = two_phones.to_json().replace(b'"epoch": 2', b'"epoch": ' + b"9" * 5000)
+    with pytest.raises(KeyringError, match="here: "):
+        Keyring.from_json(raw, "here")
+
+
+# --- hostile documents ---------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_from_json_random_bytes_only_keyring_error(raw: bytes) -> None:
+    with pytest.raises(KeyringError):
+        Keyring.from_json(raw, "fuzz")
+
+
+@FUZZ
+@given(
+    st.sampled_from(["format", "version", "epoch", "recipients", "name", "suite", "key", "added"]),
+    _json,
+)
+def test_from_json_any_field_value_only_keyring_error(field: str, value: Any) -> None:
+    keyring = Keyring().add("alice", RecipientPublicKey(X, bytes(range(32))), NOW)
+    document = _document(keyring)
+    target = document if field in document else document["recipients"][0]
+    target[field] = value
+    with contextlib.suppress(KeyringError):
+        Keyring.from_json(json.dumps(document).encode(), "fuzz")
+
+
+@FUZZ
+@given(st.data())
+def test_from_json_mutated_text_only_keyring_error(data: st.DataObject) -> None:
+    raw = bytearray(Keyring().add("alice", RecipientPublicKey(X, bytes(32)), NOW).to_json())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at : at + data.draw(st.integers(0, 3))] = data.draw(st.binary(max_size=3))
+    try:
+        Keyring.from_json(bytes(raw), "fuzz")
+    except KeyringError as exc:
+        assert str(exc).startswith("fuzz: ")
+
+
+# --- the store in the state directory ------------------------------------------------------
+
+
+def test_store_starts_empty_and_saves_edits(tmp_path: Path) -> None:
+    store = KeyringStore(tmp_path)
+    assert store.load() == Keyring()
+    assert not (tmp_path / "keyring.json").exists()
+    key = _key()
+    with store.editing() as box:
+        box[0] = box[0].add("alice", key, NOW)
+    assert store.load().recipients[0].key == key
+    assert store.load().epoch == 1
+    assert stat.S_IMODE((tmp_path / "keyring.json").stat().st_mode) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_failed_edit_writes_nothing(tmp_path: Path) -> None:
+    store = KeyringStore(tmp_path)
+    with store.editing() as box:
+        box[0] = box[0].add("alice", _key(), NOW)
+    before = (tmp_path / "keyring.json").read_bytes()
+    with pytest.raises(KeyringError, match="no phone named 'bob'"), store.editing() as box:
+        box[0] = box[0].add("carol", _key(), NOW)
+        box[0] = box[0].revoke("bob")
+    assert (tmp_path / "keyring.json").read_bytes() == before
+
+
+def test_corrupt_keyring_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "keyring.json").write_text('{"format": "doorbell-keyring", "version": 9}')
+    with pytest.raises(KeyringError, match=re.escape(f"{tmp_path / 'keyring.json'}: unsupported")):
+        KeyringStore(tmp_path).load()
+
+
+def test_unreadable_keyring_file_is_a_key_file_error(tmp_path: Path) -> None:
+    (tmp_path / "keyring.json").mkdir()
+    with pytest.raises(KeyFileError, match="cannot read"):
+        KeyringStore(tmp_path).load()
