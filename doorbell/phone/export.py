@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ class Clip:
     first_index: int
     last_index: int | None
     time_us: int
+    position: float | None = None  # stream time of the first trigger, seconds
     types: list[str] = field(default_factory=list)
     snapshots: list[Entry] = field(default_factory=list)
 
@@ -29,7 +31,9 @@ class Clip:
     def label(self) -> str:
         if "ring" in self.types:
             return "ring"
-        return self.types[0] if self.types else "recording"
+        if "motion" in self.types:
+            return "motion"
+        return "event" if self.types else "recording"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ExportedClip:
     segments: int
     seconds: float
     snapshot: Path | None
+    pre_roll: float | None = None  # how long before the first trigger the clip starts
 
 
 @dataclass
@@ -58,20 +63,23 @@ def plan_clips(verification: Verification) -> list[Clip]:
         if contents is None:
             continue
         meta = contents.meta
-        if contents.kind is Kind.EVENT and _is_str(meta, "clip") and _is_str(meta, "stream"):
+        if contents.kind is Kind.EVENT and _is_id(meta.get("clip")) and _is_id(meta.get("stream")):
             clip = clips.get(meta["clip"])
             if clip is None:
                 first = meta.get("first_index")
                 if not isinstance(first, int):
                     continue
                 clip = Clip(meta["clip"], meta["stream"], first, None, contents.time_us)
+                position = meta.get("position")
+                if isinstance(position, int | float):
+                    clip.position = float(position)
                 clips[clip.clip_id] = clip
             clip.types.append(str(meta.get("type", "event")))
             clip.snapshots.append(entry)
         elif (
             contents.kind is Kind.NOTICE
             and meta.get("notice") == "clip-end"
-            and _is_str(meta, "clip")
+            and _is_id(meta.get("clip"))
             and isinstance(meta.get("last_index"), int)
         ):
             ends[meta["clip"]] = meta["last_index"]
@@ -101,13 +109,17 @@ def _segments(entries: list[Entry]) -> dict[tuple[str, int], Entry]:
         if contents is None or contents.kind is not Kind.SEGMENT:
             continue
         meta = contents.meta
-        if _is_str(meta, "stream") and isinstance(meta.get("index"), int):
+        if _is_id(meta.get("stream")) and isinstance(meta.get("index"), int):
             found.setdefault((meta["stream"], meta["index"]), entry)
     return found
 
 
-def _is_str(meta: dict[str, Any], key: str) -> bool:
-    return isinstance(meta.get(key), str)
+def _is_id(value: object) -> bool:
+    """Clip and stream ids become file names: only 32 lower-case hex digits are accepted."""
+    return isinstance(value, str) and bool(_ID.fullmatch(value))
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def export_clips(
@@ -154,6 +166,7 @@ def _export_one(
     partial = out_dir / f".{base}.mp4.part"
     written = 0
     seconds = 0.0
+    first_start: float | None = None
     with open(partial, "wb") as out:
         if not _copy_body(source, reader, init, out, report, base):
             partial.unlink()
@@ -165,9 +178,12 @@ def _export_one(
                 continue
             if _copy_body(source, reader, entry, out, report, base):
                 written += 1
-                duration = entry.contents.meta.get("duration") if entry.contents else None
+                meta = entry.contents.meta if entry.contents else {}
+                duration, start = meta.get("duration"), meta.get("start")
                 if isinstance(duration, int | float):
                     seconds += float(duration)
+                if first_start is None and isinstance(start, int | float):
+                    first_start = float(start)
     if written == 0:
         partial.unlink()
         report.skipped.append(f"{base}: no media segment could be exported")
@@ -180,7 +196,10 @@ def _export_one(
             snapshot = path.with_suffix(".jpg")
             snapshot.write_bytes(body)
             break
-    report.clips.append(ExportedClip(path, clip.label, written, seconds, snapshot))
+    pre_roll = None
+    if clip.position is not None and first_start is not None:
+        pre_roll = clip.position - first_start
+    report.clips.append(ExportedClip(path, clip.label, written, seconds, snapshot, pre_roll))
 
 
 def _body(
