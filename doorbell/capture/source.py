@@ -8,6 +8,10 @@ from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
 
+class SourceError(Exception):
+    """A camera source could not be opened or stopped delivering: the message says which and why."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccessUnit:
     """One encoded H.264 picture as the encoder produced it.
@@ -55,11 +59,33 @@ class StreamFormat:
 
 @runtime_checkable
 class VideoSource(Protocol):
-    """A camera, real or synthetic, that yields encoded access units in pts order."""
+    """A camera, real or synthetic, that yields encoded access units in pts order.
+
+    `frames()` runs on a capture thread; `snapshot()` and `close()` may be called
+    from another thread while it does.
+    """
 
     @property
     def format(self) -> StreamFormat: ...
 
     def frames(self) -> Iterator[AccessUnit]: ...
 
+    def snapshot(self, max_width: int = 640) -> bytes | None:
+        """A JPEG, at most `max_width` wide, of the picture the camera shows now.
+
+        None before the first picture; `SnapshotError` when one could not be made.
+        """
+        ...
+
     def close(self) -> None: ...
+
+
+def keyframe_interval(keyframe_seconds: float, fps: int) -> int:
+    """The number of frames from one keyframe to the next, which must be whole."""
+    frames = keyframe_seconds * fps
+    if frames < 1 or frames != round(frames):
+        raise ValueError(
+            f"keyframe_seconds {keyframe_seconds} at {fps} fps is {frames} frames; "
+            "it must be a whole number of frames, at least one"
+        )
+    return round(frames)
