@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from doorbell.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, check_config, load_settings
 from doorbell.sealing import (
     KeyringStore,
     RecipientPublicKey,
@@ -17,20 +18,47 @@ from doorbell.sealing import (
     prepare_state_dir,
 )
 
-DEFAULT_STATE = Path("/var/lib/doorbell")
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A user error already explained in its message: exit 2, no traceback."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except SealingError as exc:
+    except ConfigError as exc:
+        print(f"doorbell: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SealingError, UsageError) as exc:
         print(f"doorbell: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help=f"the YAML configuration (default {DEFAULT_CONFIG_PATH} if it exists, "
+        "else the embedded defaults)",
+    )
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        if not args.config.exists():
+            raise UsageError(f"configuration file {args.config} does not exist")
+        return Path(args.config)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,13 +67,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
+    run = commands.add_parser("run", help="run the doorbell (what the systemd service starts)")
+    _config_option(run)
+    run.set_defaults(run=_run)
+
+    check = commands.add_parser("check-config", help="validate the configuration file")
+    _config_option(check)
+    check.set_defaults(run=_check_config)
+
+    doctor = commands.add_parser("doctor", help="check this machine, its keys and its config")
+    _config_option(doctor)
+    doctor.set_defaults(run=_doctor)
+
+    for name, text in (("ring", "ring as if the button was pressed"), ("motion", "report motion")):
+        trigger = commands.add_parser(name, help=f"{text} (talks to the running daemon)")
+        _config_option(trigger)
+        trigger.set_defaults(run=_trigger, command=name)
+
+    status = commands.add_parser("status", help="what the running daemon is doing")
+    _config_option(status)
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(run=_status)
+
     keys = commands.add_parser("keys", help="the device key and the enrolled phones")
-    keys.add_argument(
-        "--state",
-        type=Path,
-        default=DEFAULT_STATE,
-        help=f"state directory (default {DEFAULT_STATE})",
-    )
+    _config_option(keys)
+    keys.add_argument("--state", type=Path, help="state directory (default: from the config)")
     actions = keys.add_subparsers(required=True, metavar="ACTION")
     show = actions.add_parser("show", help="the device public key phones pin (created if absent)")
     show.set_defaults(run=_keys_show)
@@ -59,15 +105,100 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=_keys_revoke)
 
-    demo = commands.add_parser("demo", help="seal, verify and export a synthetic clip end to end")
+    demo = commands.add_parser("demo", help="run the doorbell on this machine and ring it once")
     demo.add_argument("--dir", type=Path, default=Path("doorbell-demo"), help="output directory")
-    demo.add_argument("--seconds", type=float, default=8.0, help="length of the clip")
     demo.set_defaults(run=_demo)
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    from doorbell.daemon.logs import setup_logging
+    from doorbell.daemon.service import Doorbell
+
+    settings = _settings(args)
+    setup_logging(settings.logging.level)
+    return Doorbell(settings).run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if path is None:
+        print(f"no configuration file ({DEFAULT_CONFIG_PATH} is absent): embedded defaults apply")
+        return EXIT_OK
+    issues = check_config(path)
+    for issue in issues:
+        print(issue, file=sys.stderr)
+    if issues:
+        print(f"{path}: {len(issues)} problem(s)", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: ok")
+    return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from doorbell.daemon.doctor import FAIL, run_checks
+
+    checks = run_checks(_config_path(args))
+    for check in checks:
+        print(f"{check.verdict}  {check.name:<8} {check.detail}")
+    return EXIT_FAILED if any(c.verdict == FAIL for c in checks) else EXIT_OK
+
+
+def _control(args: argparse.Namespace, command: str) -> dict[str, object]:
+    from doorbell.daemon.control import SOCKET_NAME, ControlError, send_command
+
+    settings = _settings(args)
+    try:
+        return send_command(settings.runtime_dir / SOCKET_NAME, command)
+    except ControlError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    reply = _control(args, args.command)
+    clip = reply.get("clip")
+    print(f"{args.command} sent" + (f"; recording clip {str(clip)[:8]}" if clip else ""))
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = _control(args, "status")["status"]
+    assert isinstance(status, dict)
+    if args.json:
+        print(json.dumps(status, sort_keys=True))
+        return EXIT_OK
+    keyring = status.get("keyring") or {}
+    phones = keyring.get("phones", []) if isinstance(keyring, dict) else []
+    lines = [
+        ("state", "ready" if status["ready"] else "starting"),
+        ("recording", "yes" if status["recording_enabled"] else "NO: no phone is enrolled"),
+        (
+            "recorder",
+            f"{status['recorder']}" + (f", clip {status['clip'][:8]}" if status["clip"] else ""),
+        ),
+        ("pre-roll", f"{status['preroll_seconds']:.1f} s buffered"),
+        ("frames", f"{status['frames']} ({status['segments']} segments)"),
+        ("objects", f"{status['objects_sealed']} sealed, {status['objects_delivered']} delivered"),
+        ("events", f"{status['events']} ({status['clips']} clips)"),
+        ("phones", ", ".join(phones) or "none"),
+        ("device", str(status["device"])),
+    ]
+    for warning in (status.get("source_warning"), status.get("pin_factory_warning")):
+        if warning:
+            lines.append(("warning", str(warning)))
+    for key, value in lines:
+        print(f"{key:<10} {value}")
+    return EXIT_OK
+
+
+def _state(args: argparse.Namespace) -> Path:
+    if args.state is not None:
+        return Path(args.state)
+    return _settings(args).state_dir
+
+
 def _keys_show(args: argparse.Namespace) -> int:
-    state = prepare_state_dir(args.state)
+    state = prepare_state_dir(_state(args))
     key, created = load_device_key(state)
     if created:
         print(f"created a new device key in {state}", file=sys.stderr)
@@ -79,7 +210,7 @@ def _keys_show(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    keyring = KeyringStore(prepare_state_dir(args.state, create=False)).load()
+    keyring = KeyringStore(prepare_state_dir(_state(args), create=False)).load()
     print(f"keyring epoch {keyring.epoch}, {len(keyring)} recipient(s)")
     if not keyring.recipients:
         print("no phone is enrolled: the doorbell records nothing until one is added")
@@ -91,7 +222,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 def _keys_add(args: argparse.Namespace) -> int:
     key = RecipientPublicKey.from_string(args.pubkey)
-    store = KeyringStore(prepare_state_dir(args.state))
+    store = KeyringStore(prepare_state_dir(_state(args)))
     with store.editing() as box:
         box[0] = box[0].add(args.name, key, datetime.now(UTC))
         epoch = box[0].epoch
@@ -101,7 +232,7 @@ def _keys_add(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    store = KeyringStore(prepare_state_dir(args.state, create=False))
+    store = KeyringStore(prepare_state_dir(_state(args), create=False))
     with store.editing() as box:
         box[0] = box[0].revoke(args.name)
         epoch, left = box[0].epoch, len(box[0])
@@ -115,4 +246,4 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from doorbell.demo import run_demo
 
-    return run_demo(args.dir, seconds=args.seconds)
+    return run_demo(args.dir)

@@ -1,0 +1,1 @@
+"""The daemon: wires source, segmenter, sealer, recorder, sensors and sinks into one service."""

@@ -1,0 +1,221 @@
+"""``doorbell doctor``: one screen of checks, each pass, warn or fail, with what to do."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from doorbell.config import ConfigError, Settings, load_settings
+from doorbell.sealing import (
+    DeviceSigningKey,
+    Keyring,
+    KeyringStore,
+    Kind,
+    RecipientPrivateKey,
+    Suite,
+)
+from doorbell.sealing.sealer import seal_bytes
+from doorbell.sealing.state import DEVICE_KEY
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: str
+    detail: str
+
+
+def run_checks(config: Path | None) -> list[Check]:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        return [
+            Check(
+                "config",
+                FAIL,
+                f"{config}: {len(exc.issues)} problem(s); run 'doorbell check-config'",
+            )
+        ]
+    where = str(config) if config else "embedded defaults"
+    checks = [Check("config", PASS, f"{where} is valid")]
+    for check in (
+        _state_dir,
+        _keyring,
+        _aes_instructions,
+        _sealing_speed,
+        _camera,
+        _pin_factory,
+        _clock_sync,
+        _free_space,
+    ):
+        try:
+            checks.append(check(settings))
+        except Exception as exc:  # one broken check must not hide the others
+            checks.append(
+                Check(check.__name__.strip("_").replace("_", " "), FAIL, f"check failed: {exc}")
+            )
+    return checks
+
+
+def _state_dir(settings: Settings) -> Check:
+    state = settings.state_dir
+    if not state.exists():
+        return Check("state", WARN, f"{state} does not exist yet (created on first run)")
+    if not os.access(state, os.W_OK | os.X_OK):
+        return Check("state", FAIL, f"{state} is not writable by this user")
+    mode = stat.S_IMODE(state.stat().st_mode)
+    key = state / DEVICE_KEY
+    if not key.exists():
+        return Check("state", WARN, f"{state}: no device key yet ('doorbell keys show' creates it)")
+    key_mode = stat.S_IMODE(key.stat().st_mode)
+    if key_mode & 0o077:
+        return Check("state", FAIL, f"{key} is mode {key_mode:04o}: run chmod 600 {key}")
+    if mode & 0o077:
+        return Check("state", WARN, f"{state} is mode {mode:04o}; 0700 keeps other users out")
+    return Check("state", PASS, f"{state} (mode {mode:04o}), device key mode {key_mode:04o}")
+
+
+def _keyring(settings: Settings) -> Check:
+    keyring = KeyringStore(settings.state_dir).load() if settings.state_dir.exists() else Keyring()
+    if not keyring.recipients:
+        return Check(
+            "phones",
+            WARN,
+            "no phone is enrolled: the doorbell rings but records nothing ('doorbell keys add')",
+        )
+    suites = sorted({r.key.suite.label for r in keyring.recipients})
+    classical = [r.name for r in keyring.recipients if r.key.suite is Suite.X25519]
+    detail = f"{len(keyring)} phone(s), epoch {keyring.epoch}, suites {', '.join(suites)}"
+    if classical:
+        return Check("phones", WARN, f"{detail}; not post-quantum: {', '.join(classical)}")
+    return Check("phones", PASS, detail)
+
+
+def cpu_has_aes(cpuinfo: str | None = None) -> bool | None:
+    """x86 lists ``aes`` in flags, Arm lists ``aes`` in Features; None when unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return "aes" in value.split()
+    return None
+
+
+def _aes_instructions(settings: Settings) -> Check:
+    has = cpu_has_aes()
+    machine = platform.machine()
+    if has is None:
+        return Check("aes", WARN, f"cannot tell whether this {machine} CPU has AES instructions")
+    if has:
+        return Check("aes", PASS, f"this {machine} CPU has AES instructions (AES-GCM in hardware)")
+    return Check(
+        "aes",
+        WARN,
+        f"this {machine} CPU has no AES instructions (Pi 3/4/Zero 2 W): AES-GCM runs in "
+        "software; see the sealing speed below",
+    )
+
+
+def measure_sealing(seconds: float = 0.5, clock: Callable[[], float] = time.process_time) -> float:
+    """Bytes per CPU second for sealing 1 MiB objects to one x25519 phone."""
+    key = DeviceSigningKey.generate()
+    phone = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    keyring = Keyring().add("doctor", phone, datetime.now(UTC))
+    body = os.urandom(1 << 20)
+    prev = bytes(32)
+    done = 0
+    start = clock()
+    while clock() - start < seconds or done < 3:
+        seal_bytes(key, keyring, done, prev, Kind.SEGMENT, {}, body, 0)
+        done += 1
+    return done * len(body) / max(clock() - start, 1e-9)
+
+
+def _sealing_speed(settings: Settings) -> Check:
+    speed = measure_sealing()
+    needed = settings.camera.bitrate / 8
+    share = needed / speed
+    detail = (
+        f"{speed / 1e6:.0f} MB/s per core; {settings.camera.bitrate / 1e6:.1f} Mbit/s video "
+        f"costs {share:.2%} of one core"
+    )
+    if share < 0.05:
+        return Check("sealing", PASS, detail)
+    if share < 0.5:
+        return Check("sealing", WARN, detail)
+    return Check("sealing", FAIL, detail + ": too slow for this bitrate")
+
+
+def _camera(settings: Settings) -> Check:
+    source = settings.camera.source
+    if source == "synthetic":
+        return Check("camera", WARN, "camera.source is synthetic: a test picture, not a camera")
+    if source == "file":
+        return Check("camera", WARN, f"camera.source is file: replaying {settings.camera.file}")
+    from doorbell.capture.picamera2 import camera_present
+
+    if camera_present():
+        return Check("camera", PASS, "a Pi camera is present (picamera2)")
+    verdict = FAIL if source == "picamera2" else WARN
+    return Check("camera", verdict, "no Pi camera found: 'auto' would use the synthetic picture")
+
+
+def _pin_factory(settings: Settings) -> Check:
+    from doorbell.events.sensors import make_pin_factory
+
+    try:
+        factory, warning = make_pin_factory(settings.gpio.pin_factory)
+    except Exception as exc:
+        return Check("gpio", FAIL, str(exc))
+    name = type(factory).__name__
+    if warning:
+        return Check("gpio", WARN, f"{name}: {warning}")
+    return Check("gpio", PASS, f"pins through {name}")
+
+
+def _clock_sync(settings: Settings) -> Check:
+    if shutil.which("timedatectl"):
+        try:
+            out = subprocess.run(
+                ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        if out == "yes":
+            return Check("clock", PASS, "synchronised (NTP)")
+        if out == "no":
+            return Check("clock", WARN, "not synchronised: footage times may be wrong")
+    if Path("/run/systemd/timesync/synchronized").exists():
+        return Check("clock", PASS, "synchronised (systemd-timesyncd)")
+    return Check("clock", WARN, "cannot tell whether the clock is synchronised")
+
+
+def _free_space(settings: Settings) -> Check:
+    target = settings.state_dir if settings.state_dir.exists() else settings.state_dir.parent
+    while not target.exists():
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    hours = free / (settings.camera.bitrate / 8) / 3600
+    detail = f"{free / 2**30:.1f} GiB free under {target}: {hours:.0f} h of video at this bitrate"
+    if hours >= 24:
+        return Check("space", PASS, detail)
+    if hours >= 1:
+        return Check("space", WARN, detail)
+    return Check("space", FAIL, detail)
