@@ -71,7 +71,9 @@ def test_staging_only_reports_system_changes(tmp_path: Path) -> None:
     assert "would run: useradd" in out
     assert "--groups video,gpio doorbell" in out
     assert "would run: systemctl enable --now doorbell.service" in out
-    assert {p.name for p in tmp_path.iterdir()} == {"etc"}
+    assert {p.name for p in tmp_path.iterdir()} == {"etc", "usr"}
+    link = tmp_path / "usr/local/bin/doorbell"
+    assert os.readlink(link) == "/opt/doorbell/venv/bin/doorbell"
 
 
 def test_no_apt_skips_packages(tmp_path: Path) -> None:
@@ -98,6 +100,7 @@ def test_uninstall_keeps_config_and_state(tmp_path: Path) -> None:
     assert "would run: systemctl disable --now doorbell.service" in run.stdout
     assert not (tmp_path / UNIT).exists()
     assert not (tmp_path / "opt/doorbell").exists()
+    assert not (tmp_path / "usr/local/bin/doorbell").is_symlink()
     assert (tmp_path / CONFIG).is_file()
     assert (tmp_path / STATE / "device.key").read_bytes() == b"key"
     again = install("--uninstall", "--root", str(tmp_path))
