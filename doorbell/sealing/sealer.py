@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from doorbell.sealing import format as fmt
 from doorbell.sealing.errors import KeyFileError, SealingError
 from doorbell.sealing.format import Kind
 from doorbell.sealing.keyring import Keyring
-from doorbell.sealing.keys import DevicePublicKey, DeviceSigningKey
+from doorbell.sealing.keys import DevicePublicKey, DeviceSigningKey, RecipientPublicKey
 from doorbell.sealing.state import (
     ChainHead,
     KeyringStore,
@@ -80,6 +82,7 @@ class Sealer:
         self._last_seq: int | None = None
         self._announce: list[tuple[Kind, dict[str, Any], bytes]] = []
         self._announced: Keyring | None = None
+        self._wrappers: tuple[Keyring | None, tuple[_Wrapper, ...]] = (None, ())
         try:
             self._key, _ = load_device_key(self._dir)
             self.device_id = self._key.public_key.device_id
@@ -160,7 +163,7 @@ class Sealer:
         when = int(self._clock() * 1_000_000) if time_us is None else time_us
         # Everything that can be refused is refused before a sequence number is spent.
         fmt.check_payload(self.keyring.epoch, when, len(body))
-        fmt.encode_meta(dict(meta))
+        encoded = fmt.encode_meta(dict(meta))
         if self._announced != self.keyring:
             # Every run, and every keyring change, publishes the keyring in the stream.
             keyring = (Kind.KEYRING, {"epoch": self.keyring.epoch}, self.keyring.to_json())
@@ -168,20 +171,32 @@ class Sealer:
             self._announced = self.keyring
         out = []
         while self._announce:
-            out.append(self._seal_one(*self._announce[0], when))
+            k, m, b = self._announce[0]
+            out.append(self._seal_one(k, fmt.encode_meta(m), b, when))
             self._announce.pop(0)
-        out.append(self._seal_one(kind, dict(meta), body, when))
+        out.append(self._seal_one(kind, encoded, body, when))
         return out
 
     def seal_notice(self, meta: Mapping[str, Any]) -> list[SealedObject]:
         return self.seal(Kind.NOTICE, meta)
 
     def _seal_one(
-        self, kind: Kind, meta: dict[str, Any], body: bytes | memoryview, time_us: int
+        self, kind: Kind, meta: bytes, body: bytes | memoryview, time_us: int
     ) -> SealedObject:
         seq = self._sequence.peek()
-        data = seal_bytes(
-            self._key, self.keyring, seq, self._prev, kind, meta, body, time_us, self._random
+        if self._wrappers[0] is not self.keyring:
+            self._wrappers = (self.keyring, _wrappers(self.keyring))
+        data = _seal(
+            self._key,
+            self.keyring.epoch,
+            self._wrappers[1],
+            seq,
+            self._prev,
+            kind,
+            meta,
+            body,
+            time_us,
+            self._random,
         )
         self._sequence.take()
         signature = bytes(data[-fmt.SIGNATURE_LEN :])
@@ -204,6 +219,19 @@ class Sealer:
         self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Wrapper:
+    """One recipient, with its pyca key and HPKE suite built once per keyring."""
+
+    public: RecipientPublicKey
+    suite: hpke.Suite
+    key: x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey
+
+
+def _wrappers(keyring: Keyring) -> tuple[_Wrapper, ...]:
+    return tuple(_Wrapper(r.key, r.key.suite.hpke(), r.key.hpke_key()) for r in keyring.recipients)
+
+
 def seal_bytes(
     key: DeviceSigningKey,
     keyring: Keyring,
@@ -216,17 +244,35 @@ def seal_bytes(
     random: Callable[[int], bytes] = os.urandom,
 ) -> bytearray:
     """Build one sealed object. Exposed for test vectors; the daemon uses ``Sealer``."""
+    encoded = fmt.encode_meta(dict(meta))
+    return _seal(
+        key, keyring.epoch, _wrappers(keyring), seq, prev, kind, encoded, body, time_us, random
+    )
+
+
+def _seal(
+    key: DeviceSigningKey,
+    epoch: int,
+    wrappers: tuple[_Wrapper, ...],
+    seq: int,
+    prev: bytes,
+    kind: Kind,
+    meta: bytes,
+    body: bytes | memoryview,
+    time_us: int,
+    random: Callable[[int], bytes],
+) -> bytearray:
     device_id = key.public_key.device_id
     data_key = random(32)
     nonce = random(fmt.NONCE_LEN)
     stanzas = []
-    for recipient in keyring.recipients:
-        public = recipient.key
+    for wrapper in wrappers:
+        public = wrapper.public
         tag = fmt.recipient_tag(device_id, seq, public.suite, public.raw)
         info = fmt.hpke_info(device_id, seq, public.suite, tag)
-        wrapped = public.suite.hpke().encrypt(data_key, public.hpke_key(), info=info)
+        wrapped = wrapper.suite.encrypt(data_key, wrapper.key, info=info)
         stanzas.append(fmt.Stanza(public.suite, tag, wrapped))
-    prefix = fmt.inner_prefix(kind, keyring.epoch, time_us, fmt.encode_meta(dict(meta)), len(body))
+    prefix = fmt.inner_prefix(kind, epoch, time_us, meta, len(body))
     inner_len = fmt.padded_inner_len(len(prefix), len(body))
     ct_len = inner_len + fmt.TAG_LEN
     header = fmt.build_header(device_id, seq, prev, nonce, stanzas, ct_len)

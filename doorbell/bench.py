@@ -1,0 +1,654 @@
+"""Measure what sealing and opening cost on this machine, against its own primitives and age.
+
+Run it as ``scripts/bench`` (``--json`` for one JSON object on stdout, ``--quick``
+for a smoke run). Everything is measured in one run, and the headline figures are
+ratios against references measured in that same run, never absolute times:
+
+- ``seal_overhead``: CPU to seal one 2 MiB segment for one x25519 phone, divided by
+  the CPU of the primitives sealing cannot avoid (AES-256-GCM of the body, SHA-256
+  of the object, one Ed25519 signature, one HPKE wrap).
+- ``seal_vs_age_cpu``: CPU (user + sys) of a child process sealing a file in 2 MiB
+  segments and writing each object to a file, as the daemon does, divided by the
+  CPU of ``age -r`` encrypting the same file. The child's start-up is included
+  (a real process pays it too) and reported separately.
+- ``daemon_cpu_share`` and ``daemon_rss_mb``: the running daemon on 720p30 synthetic
+  video, less the synthetic source measured alone (doorbell/daemon_bench.py).
+
+Per-object figures are the best (lowest) of several runs of many objects each.
+Temporary files go to ``$TMPDIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cryptography
+from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from doorbell import daemon_bench
+from doorbell.daemon_bench import TARGETS as DAEMON_TARGETS
+from doorbell.daemon_bench import measure_daemon
+from doorbell.sealing import (
+    KeyringStore,
+    Kind,
+    Reader,
+    RecipientPrivateKey,
+    Sealer,
+    Suite,
+)
+
+MIB = 1024 * 1024
+OBJECT_SIZE = 2 * MIB
+RECIPIENT_COUNTS = (1, 4, 16)
+TARGETS = {"seal_overhead": 1.15, "seal_vs_age_cpu": 1.0, **DAEMON_TARGETS}
+# What the sealer feeds the primitives (docs/FORMAT.md): AES-GCM's associated data is
+# the cleartext header (200 bytes with one x25519 stanza; 50 bytes either way are
+# noise next to 2 MiB), Ed25519 signs a 29-byte context and a SHA-256 digest, and
+# the HPKE info is a 21-byte context, device id, seq, suite and recipient tag.
+AAD_LEN = 150
+SIGNED_MESSAGE_LEN = 61
+HPKE_INFO_LEN = 78
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run, or a smoke run for tests."""
+
+    runs: int  # best of this many runs ...
+    objects: int  # ... of this many 2 MiB objects each
+    small_calls: int  # calls per run for sub-millisecond primitives
+    file_size: int  # the file sealed against age
+    file_runs: int  # child runs of each tool, alternating; the minimum counts
+    daemon_seconds: float  # how long the daemon runs on 720p30 video
+
+
+FULL = Plan(
+    runs=7, objects=40, small_calls=2000, file_size=256 * MIB, file_runs=3, daemon_seconds=60
+)
+QUICK = Plan(runs=2, objects=3, small_calls=50, file_size=8 * MIB, file_runs=1, daemon_seconds=4)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Per-call cost: the lowest CPU and the lowest wall time over the runs."""
+
+    cpu_s: float
+    wall_s: float
+
+
+def measure(call: Callable[[int], object], count: int, runs: int) -> Cost:
+    """Call ``call(0..count-1)``, ``runs`` times over; keep the best run's per-call mean."""
+    cpu = wall = math.inf
+    for _ in range(runs):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for index in range(count):
+            call(index)
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+        cpu = min(cpu, (cpu1 - cpu0) / count)
+        wall = min(wall, (wall1 - wall0) / count)
+    return Cost(cpu, wall)
+
+
+def measure_each(
+    prepare: Callable[[int], T], call: Callable[[T], object], count: int, runs: int
+) -> Cost:
+    """Like ``measure``, but each call gets a fresh input that ``prepare`` makes untimed.
+
+    Only for calls of a millisecond or more: reading the CPU clock is a system call.
+    """
+    cpu = wall = math.inf
+    for _ in range(runs):
+        cpu_total = wall_total = 0.0
+        for index in range(count):
+            item = prepare(index)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            call(item)
+            cpu_total += time.process_time() - cpu0
+            wall_total += time.perf_counter() - wall0
+        cpu = min(cpu, cpu_total / count)
+        wall = min(wall, wall_total / count)
+    return Cost(cpu, wall)
+
+
+def segment_meta(index: int) -> dict[str, Any]:
+    """Meta of a 2-second, 30 fps media segment, as the daemon seals it."""
+    return {
+        "stream": "5f2b9c0e4d6a8b1c3e5f7a9b0c2d4e6f",
+        "index": index,
+        "start": index * 2.0,
+        "duration": 2.0,
+        "frames": 60,
+    }
+
+
+# --- the machine --------------------------------------------------------------
+
+
+def machine_facts() -> dict[str, Any]:
+    """What decides the figures: the CPU, its crypto instructions, the library versions."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    arch = platform.machine()
+    arm = arch.startswith(("arm", "aarch"))
+    sha_flag = "sha2" if arm else "sha_ni"
+    return {
+        "cpu": info.get("model name") or info.get("Model") or platform.processor() or arch,
+        "arch": arch,
+        "cores": os.cpu_count() or 1,
+        "aes_instructions": "aes" in flags,
+        "sha_extensions": sha_flag in flags,
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "openssl_linked": openssl_backend.openssl_version_text(),
+        # hashlib (the sealer's SHA-256) uses the OpenSSL Python was built with, which
+        # need not be the one bundled in the cryptography wheel (AES-GCM, HPKE, Ed25519).
+        "openssl_hashlib": ssl.OPENSSL_VERSION,
+        "openssl_cli": _tool_version(["openssl", "version"]),
+        "age": _tool_version(["age", "--version"]),
+    }
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each /proc/cpuinfo field (all cores are alike on a Pi)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def _tool_version(argv: list[str]) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return result.stdout.strip() or None
+
+
+# --- sealing and opening through the product's own API --------------------------
+
+
+def make_state(directory: Path, suite: Suite, recipients: int) -> list[RecipientPrivateKey]:
+    """A state directory whose keyring holds ``recipients`` phones; returns their secrets."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secrets = [RecipientPrivateKey.generate(suite) for _ in range(recipients)]
+    now = datetime.now(UTC)
+    with KeyringStore(directory).editing() as box:
+        for number, secret in enumerate(secrets):
+            box[0] = box[0].add(f"phone-{number}", secret.public_key(), now)
+    return secrets
+
+
+def seal_and_open(
+    suite: Suite, recipients: int, body: bytes, plan: Plan, workdir: Path
+) -> tuple[Cost, Cost]:
+    """Cost of sealing one object, and of opening one."""
+    state = workdir / f"state-{suite.label}-{recipients}"
+    secrets = make_state(state, suite, recipients)
+    with Sealer(state) as sealer:
+        # The first seal also seals the keyring announcement; keep it out of the runs.
+        sealer.seal(Kind.SEGMENT, segment_meta(0), body)
+
+        def seal(index: int) -> None:
+            # The objects are dropped at once, as a sink drops them after writing.
+            sealer.seal(Kind.SEGMENT, segment_meta(index), body)
+
+        sealing = measure(seal, plan.objects, plan.runs)
+
+        def fresh(index: int) -> bytes | bytearray:
+            return sealer.seal(Kind.SEGMENT, segment_meta(index), body)[-1].data
+
+        # The last recipient's stanza is the last one a reader finds. Each object is
+        # opened just after it is made, as a phone opens one it has just downloaded:
+        # reopening a few objects, or a cold backlog, would favour or penalise caches.
+        reader = Reader([secrets[-1]], [sealer.device_key])
+        reader.open(fresh(0))
+        opening = measure_each(fresh, reader.open, plan.objects, plan.runs)
+    return sealing, opening
+
+
+def row(suite: Suite, recipients: int, cost: Cost, size: int) -> dict[str, Any]:
+    mib = size / MIB
+    return {
+        "suite": suite.label,
+        "recipients": recipients,
+        "ms_per_mib": cost.cpu_s * 1000 / mib,
+        "mib_per_s": mib / cost.wall_s,
+    }
+
+
+# --- the bare primitives ----------------------------------------------------------
+
+
+def primitives(body: bytes, plan: Plan, workdir: Path) -> dict[str, Any]:
+    """Per-object CPU (ms) of the primitives sealing uses and of the sealer itself.
+
+    Also OpenSSL's own AES-GCM speed, as a reference. The sealer and the primitives
+    are measured in alternating rounds, so a slow spell on a shared machine hits both
+    sides of ``seal_overhead`` alike.
+    """
+    state = workdir / "state-overhead"
+    make_state(state, Suite.X25519, 1)
+    with Sealer(state) as sealer:
+        # The first seal also seals the keyring announcement; keep it out of the runs.
+        object_len = len(sealer.seal(Kind.SEGMENT, segment_meta(0), body)[-1].data)
+        aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        nonce, aad = os.urandom(12), os.urandom(AAD_LEN)
+        signed = os.urandom(object_len)
+        signer = ed25519.Ed25519PrivateKey.generate()
+        message = os.urandom(SIGNED_MESSAGE_LEN)
+        calls: dict[str, tuple[Callable[[int], object], int]] = {
+            "seal": (lambda i: sealer.seal(Kind.SEGMENT, segment_meta(i), body), plan.objects),
+            "aes": (lambda _: aead.encrypt(nonce, body, aad), plan.objects),
+            "sha": (lambda _: hashlib.sha256(signed).digest(), plan.objects),
+            "sign": (lambda _: signer.sign(message), plan.small_calls),
+            **{suite.label: (hpke_wrap(suite), plan.small_calls) for suite in Suite},
+        }
+        best = {name: Cost(math.inf, math.inf) for name in calls}
+        for _ in range(plan.runs):
+            for name, (call, count) in calls.items():
+                cost = measure(call, count, 1)
+                if cost.cpu_s < best[name].cpu_s:
+                    best[name] = cost
+    return {
+        "aes_gcm_ms": best["aes"].cpu_s * 1000,
+        "aes_gcm_mb_s": len(body) / best["aes"].cpu_s / 1e6,
+        "sha256_ms": best["sha"].cpu_s * 1000,
+        "sha256_bytes": object_len,
+        "sha256_mb_s": object_len / best["sha"].cpu_s / 1e6,
+        "ed25519_sign_ms": best["sign"].cpu_s * 1000,
+        "hpke_wrap_ms": {suite.label: best[suite.label].cpu_s * 1000 for suite in Suite},
+        "seal_ms": best["seal"].cpu_s * 1000,
+        "openssl_speed_aes_gcm_mb_s": openssl_speed(len(body)),
+    }
+
+
+def hpke_wrap(suite: Suite) -> Callable[[int], object]:
+    """One data key wrapped for one recipient, as the sealer does it for each stanza."""
+    public = RecipientPrivateKey.generate(suite).public_key()
+    data_key, info = os.urandom(32), os.urandom(HPKE_INFO_LEN)
+    return lambda _: suite.hpke().encrypt(data_key, public.hpke_key(), info=info)
+
+
+def openssl_speed(block: int) -> float | None:
+    """``openssl speed -evp aes-256-gcm`` on one block size, in MB/s (10^6 bytes)."""
+    if shutil.which("openssl") is None:
+        return None
+    result = subprocess.run(
+        ["openssl", "speed", "-evp", "aes-256-gcm", "-bytes", str(block), "-seconds", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # "AES-256-GCM    5588910.08k": thousands of bytes per second.
+    found = re.search(r"^AES-256-GCM\s+([0-9.]+)k\s*$", result.stdout, re.MULTILINE)
+    return float(found.group(1)) / 1000 if found else None
+
+
+# --- a whole file: the daemon's loop in a child process, against age ----------------
+
+
+# The daemon's loop over a recording: 2 MiB segments, each object written to a file.
+# It runs in a fresh interpreter that imports only the sealing package; importing
+# this module there would add the benchmark's own imports (~25 ms) to its CPU.
+# Arguments: state directory, source file, output directory, segment_meta(0) as JSON.
+SEAL_FILE_CHILD = f"""
+import json, sys
+from pathlib import Path
+from doorbell.sealing import Kind, Sealer
+
+state, source, out_dir = map(Path, sys.argv[1:4])
+first = json.loads(sys.argv[4])
+with Sealer(state) as sealer, source.open("rb", buffering=0) as stream:
+    index = 0
+    while chunk := stream.read({OBJECT_SIZE}):
+        meta = {{**first, "index": index, "start": index * first["duration"]}}
+        for sealed in sealer.seal(Kind.SEGMENT, meta, chunk):
+            (out_dir / sealed.name).write_bytes(sealed.data)
+        index += 1
+"""
+
+
+@dataclass(frozen=True)
+class ChildCpu:
+    """CPU seconds one child process used, in user space and in the kernel."""
+
+    user_s: float
+    sys_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+def child_cpu(argv: list[str]) -> ChildCpu:
+    """Run one child process to completion; its CPU, from the rusage of waited children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ChildCpu(after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
+
+
+def least(runs: list[ChildCpu]) -> ChildCpu:
+    return min(runs, key=lambda cpu: cpu.total_s)
+
+
+@dataclass(frozen=True)
+class FileRuns:
+    """The least CPU of each child over its runs; ``age`` is None without the tool."""
+
+    ours: ChildCpu
+    startup: ChildCpu
+    age: ChildCpu | None
+
+
+def versus_age(plan: Plan, workdir: Path) -> FileRuns:
+    """CPU of sealing a file (child start-up included) and of ``age -r`` on the same file."""
+    source = workdir / "footage.bin"
+    with source.open("wb") as stream:
+        for offset in range(0, plan.file_size, 8 * MIB):
+            stream.write(os.urandom(min(8 * MIB, plan.file_size - offset)))
+    empty = workdir / "empty.bin"
+    empty.touch()
+    state = workdir / "state-file"
+    make_state(state, Suite.X25519, 1)
+    sealed_dir = workdir / "sealed"
+
+    def ours(path: Path) -> ChildCpu:
+        shutil.rmtree(sealed_dir, ignore_errors=True)
+        sealed_dir.mkdir()
+        meta = json.dumps(segment_meta(0))
+        argv = [sys.executable, "-c", SEAL_FILE_CHILD, str(state), str(path), str(sealed_dir), meta]
+        return child_cpu(argv)
+
+    age_argv = None
+    if shutil.which("age") and shutil.which("age-keygen"):
+        identity = workdir / "age-identity.txt"
+        subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+        recipient = subprocess.run(
+            ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        age_argv = ["age", "-r", recipient, "-o", str(workdir / "out.age"), str(source)]
+
+    ours_runs, age_runs, startup_runs = [], [], []
+    for _ in range(plan.file_runs):
+        ours_runs.append(ours(source))
+        if age_argv is not None:
+            (workdir / "out.age").unlink(missing_ok=True)
+            age_runs.append(child_cpu(age_argv))
+    for _ in range(plan.file_runs):
+        startup_runs.append(ours(empty))
+    return FileRuns(least(ours_runs), least(startup_runs), least(age_runs) if age_runs else None)
+
+
+# --- the run and its report ------------------------------------------------------
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes (and the hypervisor, as steal) have used since boot."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice; guest time
+    # is already counted in user.
+    user, nice, system, _, _, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and the children it has waited for."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    # Other work on the machine skews every figure: the report says how much there was.
+    busy_before, own_before, wall_before = machine_busy_s(), own_cpu_s(), time.perf_counter()
+    body = os.urandom(OBJECT_SIZE)
+    seal_rows, open_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="doorbell-bench-") as tmp:
+        workdir = Path(tmp)
+        for suite in Suite:
+            for recipients in RECIPIENT_COUNTS:
+                sealing, opening = seal_and_open(suite, recipients, body, plan, workdir)
+                seal_rows.append(row(suite, recipients, sealing, OBJECT_SIZE))
+                open_rows.append(row(suite, recipients, opening, OBJECT_SIZE))
+        prims = primitives(body, plan, workdir)
+        whole_file = versus_age(plan, workdir)
+        daemon = measure_daemon(plan.daemon_seconds, workdir)
+    floor_ms = (
+        prims["aes_gcm_ms"]
+        + prims["sha256_ms"]
+        + prims["ed25519_sign_ms"]
+        + prims["hpke_wrap_ms"][Suite.X25519.label]
+    )
+    overhead = prims["seal_ms"] / floor_ms
+    busy_after = machine_busy_s()
+    other_cpu = (
+        None
+        if busy_before is None or busy_after is None
+        else max(0.0, busy_after - busy_before - (own_cpu_s() - own_before))
+    )
+    ours, age = whole_file.ours.total_s, whole_file.age.total_s if whole_file.age else None
+    versus = ours / age if age else None
+    return {
+        "machine": machine_facts(),
+        "method": {
+            "object_bytes": OBJECT_SIZE,
+            "runs": plan.runs,
+            "objects_per_run": plan.objects,
+            "statistic": "best of runs (lowest per-object CPU; lowest wall for MiB/s)",
+            "file_bytes": plan.file_size,
+            "file_runs": plan.file_runs,
+            "wall_s": time.perf_counter() - wall_before,
+            "other_cpu_s": other_cpu,
+        },
+        "seal": seal_rows,
+        "open": open_rows,
+        "primitives": {**prims, "seal_floor_ms": floor_ms},
+        "seal_overhead": overhead,
+        "seal_vs_age_cpu": versus,
+        "ours_cpu_s": ours,
+        "age_cpu_s": age,
+        "startup_cpu_s": whole_file.startup.total_s,
+        "child_cpu": {
+            name: None if cpu is None else {"user_s": cpu.user_s, "sys_s": cpu.sys_s}
+            for name, cpu in (
+                ("ours", whole_file.ours),
+                ("startup", whole_file.startup),
+                ("age", whole_file.age),
+            )
+        },
+        "daemon_cpu_share": daemon.share,
+        "daemon_rss_mb": daemon.rss_mb,
+        "daemon": {
+            "seconds": daemon.seconds,
+            "daemon_cpu_s": daemon.daemon_cpu_s,
+            "source_alone_cpu_s": daemon.source_cpu_s,
+            "objects_sealed": daemon.objects,
+        },
+        "targets": dict(TARGETS),
+        "meets_targets": {
+            "seal_overhead": overhead <= TARGETS["seal_overhead"],
+            "seal_vs_age_cpu": None if versus is None else versus <= TARGETS["seal_vs_age_cpu"],
+            "daemon_cpu_share": daemon.share <= TARGETS["daemon_cpu_share"],
+            "daemon_rss_mb": daemon.rss_mb <= TARGETS["daemon_rss_mb"],
+        },
+    }
+
+
+def other_work(method: dict[str, Any], cores: int) -> str:
+    """How much CPU other processes took during the run, in words."""
+    other = method["other_cpu_s"]
+    if other is None:
+        return "unknown (no /proc/stat)"
+    share = other / (method["wall_s"] * cores)
+    warning = "  (a busy machine: figures are skewed)" if share > 0.05 else ""
+    return (
+        f"{other:.1f} CPU-s by other processes during this {method['wall_s']:.0f} s run "
+        f"({share:.0%} of {cores} cores){warning}"
+    )
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a table for people."""
+    machine, method, prims = report["machine"], report["method"], report["primitives"]
+
+    def yes(flag: bool, name: str) -> str:
+        return f"yes ({name})" if flag else "no"
+
+    def verdict(value: float | None, key: str) -> str:
+        if value is None:
+            return "not measured"
+        met = report["meets_targets"][key]
+        return (
+            f"{value:.3f}  (target <= {report['targets'][key]:.2f}: {'met' if met else 'MISSED'})"
+        )
+
+    arm = machine["arch"].startswith(("arm", "aarch"))
+    lines = [
+        "Doorbell sealing benchmark",
+        "",
+        f"  CPU               {machine['cpu']} ({machine['arch']}, {machine['cores']} cores)",
+        f"  AES instructions  {yes(machine['aes_instructions'], 'aes')}",
+        f"  SHA extensions    {yes(machine['sha_extensions'], 'sha2' if arm else 'sha_ni')}",
+        f"  cryptography      {machine['cryptography']} on {machine['openssl_linked']}",
+        f"  hashlib           {machine['openssl_hashlib']}",
+        f"  openssl CLI       {machine['openssl_cli'] or 'absent'}",
+        f"  age               {machine['age'] or 'absent'}",
+        f"  Python            {machine['python']}",
+        f"  other work        {other_work(method, machine['cores'])}",
+        "",
+        f"Seal and open, {method['object_bytes'] // MIB} MiB objects, random body "
+        f"(best of {method['runs']} runs x {method['objects_per_run']} objects)",
+        "",
+        "  suite             phones   seal CPU ms/MiB  seal MiB/s   open CPU ms/MiB  open MiB/s",
+    ]
+    for sealed, opened in zip(report["seal"], report["open"], strict=True):
+        lines.append(
+            f"  {sealed['suite']:<17} {sealed['recipients']:>6}   {sealed['ms_per_mib']:>15.3f}"
+            f"  {sealed['mib_per_s']:>10.0f}   {opened['ms_per_mib']:>15.3f}"
+            f"  {opened['mib_per_s']:>10.0f}"
+        )
+    lines += [
+        "  (ms/MiB: CPU time from process_time; MiB/s: wall clock; one thread)",
+        "",
+        f"Primitives and the sealer, per {method['object_bytes'] // MIB} MiB object "
+        f"(CPU, best of {method['runs']} alternating rounds)",
+        "",
+    ]
+
+    def cell(label: str, ms: float, rate: float | None = None) -> str:
+        text = f"  {label:<42}{ms:8.3f} ms"
+        return text if rate is None else f"{text}{rate:9.0f} MB/s"
+
+    lines += [
+        cell("AES-256-GCM encrypt, 150-byte aad", prims["aes_gcm_ms"], prims["aes_gcm_mb_s"]),
+        cell(f"SHA-256 of {prims['sha256_bytes']} bytes", prims["sha256_ms"], prims["sha256_mb_s"]),
+        cell("Ed25519 sign, 61 bytes", prims["ed25519_sign_ms"]),
+        *(cell(f"HPKE wrap, {label}", ms) for label, ms in prims["hpke_wrap_ms"].items()),
+        cell("sum: AES + SHA + Ed25519 + x25519 wrap", prims["seal_floor_ms"]),
+        cell("Sealer.seal, one x25519 phone", prims["seal_ms"]),
+    ]
+
+    def child(label: str, cpu: dict[str, float] | None) -> str:
+        if cpu is None:
+            return f"  {label:<42}  absent"
+        total = cpu["user_s"] + cpu["sys_s"]
+        return f"  {label:<42}{total:8.3f}  {cpu['user_s']:6.3f}  {cpu['sys_s']:6.3f}"
+
+    openssl = prims["openssl_speed_aes_gcm_mb_s"]
+    reference = "absent" if openssl is None else f"{openssl:9.0f} MB/s"
+    lines += [
+        f"  {'openssl speed -evp aes-256-gcm (CLI)':<53}{reference}",
+        "",
+        f"Sealing a {method['file_bytes'] // MIB} MiB file, child CPU seconds "
+        f"(least of {method['file_runs']} alternating runs)",
+        "",
+        f"  {'':<42}{'user+sys':>8}  {'user':>6}  {'sys':>6}",
+        child("doorbell: 2 MiB segments, a file each", report["child_cpu"]["ours"]),
+        child("  of which start-up + imports (0 bytes)", report["child_cpu"]["startup"])
+        + "  (not subtracted)",
+        child("age -r: X25519, ChaCha20-Poly1305", report["child_cpu"]["age"]),
+        "",
+        f"The daemon on {daemon_bench.WIDTH}x{daemon_bench.HEIGHT} {daemon_bench.FPS} fps "
+        f"synthetic video for {report['daemon']['seconds']:.0f} s, one ring (CPU seconds)",
+        "",
+        f"  {'daemon process, all threads':<42}{report['daemon']['daemon_cpu_s']:8.2f}",
+        f"  {'the synthetic source alone (subtracted)':<42}"
+        f"{report['daemon']['source_alone_cpu_s']:8.2f}",
+        f"  {'objects sealed':<42}{report['daemon']['objects_sealed']:8d}",
+        "",
+        f"seal_overhead     {verdict(report['seal_overhead'], 'seal_overhead')}",
+        f"seal_vs_age_cpu   {verdict(report['seal_vs_age_cpu'], 'seal_vs_age_cpu')}",
+        f"daemon_cpu_share  {verdict(report['daemon_cpu_share'], 'daemon_cpu_share')}",
+        f"daemon_rss_mb     {report['daemon_rss_mb']:.1f}  (target <= "
+        f"{report['targets']['daemon_rss_mb']:.0f}: "
+        f"{'met' if report['meets_targets']['daemon_rss_mb'] else 'MISSED'})",
+    ]
+    return "\n".join(lines)
+
+
+def significant(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float cut to a few significant digits: more is noise."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {key: significant(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [significant(item, digits) for item in value]
+    return value
+
+
+def emit(report: dict[str, Any], as_json: bool) -> None:
+    """The benchmark's only output: one JSON object, or the table."""
+    if as_json:
+        print(json.dumps(significant(report), allow_nan=False))
+    else:
+        print(render(report))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
+    args = parser.parse_args(argv)
+    emit(run(QUICK if args.quick else FULL), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The benchmark runs end to end and reports well-formed, finite, positive figures.
+
+It is a measurement, not a test: nothing here compares a figure with a target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SUITES = {"x25519", "mlkem768-x25519"}
+RECIPIENTS = {1, 4, 16}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "doorbell.bench", "--quick", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # exactly one JSON value, nothing else
+    assert isinstance(document, dict)
+    return document
+
+
+def positive(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def numbers(value: object, path: str = "") -> Iterator[tuple[str, object]]:
+    """Every number in the report (booleans are flags, not numbers), with its path."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from numbers(item, f"{path}[{index}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield path, value
+
+
+def test_every_number_is_finite_and_positive(report: dict[str, Any]) -> None:
+    found = dict(numbers(report))
+    assert len(found) > 50
+    for path, value in found.items():
+        if path.startswith((".child_cpu.", ".method.other_cpu_s", ".daemon_cpu_share")):
+            # Other processes may use no CPU at all, and the scheduler can charge a short
+            # child's kernel time as zero; the CPU totals checked below cannot be zero.
+            assert isinstance(value, float) and math.isfinite(value) and value >= 0, path
+        else:
+            assert positive(value), (path, value)
+    assert positive(report["startup_cpu_s"])
+
+
+def test_top_level_keys(report: dict[str, Any]) -> None:
+    expected = {
+        "machine",
+        "seal",
+        "open",
+        "primitives",
+        "seal_overhead",
+        "seal_vs_age_cpu",
+        "ours_cpu_s",
+        "age_cpu_s",
+        "daemon_cpu_share",
+        "daemon_rss_mb",
+        "daemon",
+        "targets",
+        "meets_targets",
+    }
+    assert expected <= report.keys()
+
+
+def test_daemon_figures(report: dict[str, Any]) -> None:
+    daemon = report["daemon"]
+    # The daemon did real work: it sealed objects, and it used more CPU than nothing.
+    assert daemon["objects_sealed"] > 0
+    assert positive(daemon["daemon_cpu_s"]) and positive(daemon["source_alone_cpu_s"])
+    assert 0 <= report["daemon_cpu_share"] < 1
+    assert 20 < report["daemon_rss_mb"] < 2000
+    assert isinstance(report["meets_targets"]["daemon_cpu_share"], bool)
+    assert isinstance(report["meets_targets"]["daemon_rss_mb"], bool)
+
+
+def test_machine_facts(report: dict[str, Any]) -> None:
+    machine = report["machine"]
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert isinstance(machine["aes_instructions"], bool)
+    assert isinstance(machine["sha_extensions"], bool)
+    assert isinstance(machine["cryptography"], str) and machine["cryptography"]
+    assert machine["openssl_linked"].startswith(("OpenSSL", "LibreSSL", "BoringSSL"))
+
+
+@pytest.mark.parametrize("table", ["seal", "open"])
+def test_rows_cover_every_suite_and_recipient_count(report: dict[str, Any], table: str) -> None:
+    rows = report[table]
+    assert len(rows) == len(SUITES) * len(RECIPIENTS)
+    assert {(r["suite"], r["recipients"]) for r in rows} == {
+        (s, n) for s in SUITES for n in RECIPIENTS
+    }
+    for row in rows:
+        assert positive(row["ms_per_mib"]), row
+        assert positive(row["mib_per_s"]), row
+
+
+def test_primitives(report: dict[str, Any]) -> None:
+    prims = report["primitives"]
+    for key in ("aes_gcm_ms", "aes_gcm_mb_s", "sha256_ms", "sha256_mb_s", "ed25519_sign_ms"):
+        assert positive(prims[key]), key
+    assert prims["sha256_bytes"] > 2 * 1024 * 1024  # the whole object, header included
+    assert set(prims["hpke_wrap_ms"]) == SUITES
+    assert all(positive(ms) for ms in prims["hpke_wrap_ms"].values())
+    openssl = prims["openssl_speed_aes_gcm_mb_s"]
+    if shutil.which("openssl"):
+        assert positive(openssl)
+    else:
+        assert openssl is None
+
+
+def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
+    assert positive(report["seal_overhead"])
+    assert positive(report["ours_cpu_s"])
+    assert report["targets"] == {
+        "seal_overhead": 1.15,
+        "seal_vs_age_cpu": 1.0,
+        "daemon_cpu_share": 0.02,
+        "daemon_rss_mb": 120.0,
+    }
+    assert isinstance(report["meets_targets"]["seal_overhead"], bool)
+    if shutil.which("age") and shutil.which("age-keygen"):
+        assert positive(report["age_cpu_s"])
+        assert positive(report["seal_vs_age_cpu"])
+        assert isinstance(report["meets_targets"]["seal_vs_age_cpu"], bool)
+    else:
+        assert report["age_cpu_s"] is None and report["seal_vs_age_cpu"] is None
+        assert report["meets_targets"]["seal_vs_age_cpu"] is None
