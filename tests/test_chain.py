@@ -49,7 +49,7 @@ class Stream:
     def deliver(self, objects: list[SealedObject]) -> None:
         sink = LocalDirectorySink(self.bucket)
         for sealed in objects:
-            sink.deliver(sealed)
+            sink.deliver(sealed.name, sealed.data, sealed.kind)
             if sealed.seq >= len(self.names):
                 self.names.append(sealed.name)
 
@@ -142,7 +142,9 @@ def test_object_from_another_doorbell_is_not_trusted(stream: Stream, tmp_path: P
         box[0] = box[0].add("alice", stream.phone.public_key(), datetime.now(UTC))
     with Sealer(other_state) as other:
         replayed = other.seal(Kind.EVENT, {"type": "ring"}, b"someone else's door")
-    LocalDirectorySink(stream.bucket).deliver(replayed[-1])
+    LocalDirectorySink(stream.bucket).deliver(
+        replayed[-1].name, replayed[-1].data, replayed[-1].kind
+    )
     result = stream.verify()
     assert [f.where for f in result.problems] == [replayed[-1].name]
     assert _messages(result)[0].startswith("not from a trusted doorbell")

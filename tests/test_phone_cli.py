@@ -165,7 +165,7 @@ def enrolled(home: Path, state_dir: Path, capsys: Capture) -> Callable[[], Seale
 def _deliver(bucket: Path, objects: list[SealedObject]) -> None:
     sink = LocalDirectorySink(bucket)
     for sealed in objects:
-        sink.deliver(sealed)
+        sink.deliver(sealed.name, sealed.data, sealed.kind)
 
 
 def test_verify_clean_then_tampered(

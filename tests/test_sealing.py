@@ -564,7 +564,7 @@ def _chain_ok(objects: list[SealedObject], tmp_path: Path, reader: Reader) -> Ve
     bucket = tmp_path / "bucket"
     sink = LocalDirectorySink(bucket)
     for sealed in objects:
-        sink.deliver(sealed)
+        sink.deliver(sealed.name, sealed.data, sealed.kind)
     return verify_source(DirectorySource(bucket), reader)
 
 

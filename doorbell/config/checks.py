@@ -16,6 +16,8 @@ def check_settings(settings: Settings, reading: Reading) -> None:
     _pins(settings, reading)
     _camera_file(settings, reading)
     _directories(settings, reading)
+    _s3(settings, reading)
+    _mqtt(settings, reading)
 
 
 def _whole(value: float) -> bool:
@@ -133,3 +135,73 @@ def unwritable(directory: Path) -> str | None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"cannot create {directory}: {ancestor} is not writable by this user"
     return None
+
+
+def _s3(settings: Settings, reading: Reading) -> None:
+    s3 = settings.sinks.s3
+    if not s3.enabled or not reading.accepted("sinks.s3.enabled"):
+        return
+    if s3.bucket is None or not 3 <= len(s3.bucket) <= 63:
+        path = "sinks.s3.bucket"
+        line = reading.lines.get(path, reading.lines.get("sinks.s3.enabled"))
+        reading.add(
+            path, line, f"a bucket name of 3 to 63 characters is required, got {s3.bucket!r}"
+        )
+    if not s3.endpoint or "/" in s3.endpoint:
+        path = "sinks.s3.endpoint"
+        reading.add(
+            path, reading.lines.get(path), f"must be host or host:port, got {s3.endpoint!r}"
+        )
+    _secret_files(
+        reading,
+        ("sinks.s3.access_key_file", s3.access_key_file),
+        ("sinks.s3.secret_key_file", s3.secret_key_file),
+    )
+    if (s3.access_key_file is None) != (s3.secret_key_file is None):
+        path = reading.blame("sinks.s3.access_key_file", "sinks.s3.secret_key_file")
+        reading.add(
+            path,
+            reading.lines.get(path),
+            "set both access_key_file and secret_key_file, or neither "
+            "(then AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used)",
+        )
+
+
+def _mqtt(settings: Settings, reading: Reading) -> None:
+    mqtt = settings.mqtt
+    if not mqtt.enabled or not reading.accepted("mqtt.enabled"):
+        return
+    _secret_files(
+        reading, ("mqtt.password_file", mqtt.password_file), ("mqtt.ca_file", mqtt.ca_file)
+    )
+    if mqtt.password_file is not None and not mqtt.username:
+        path = "mqtt.password_file"
+        reading.add(path, reading.lines.get(path), "needs mqtt.username")
+    if mqtt.ca_file is not None and not mqtt.tls:
+        path = "mqtt.ca_file"
+        reading.add(path, reading.lines.get(path), "has no effect unless mqtt.tls is true")
+    for path, value in (
+        ("mqtt.topic_prefix", mqtt.topic_prefix),
+        ("mqtt.homeassistant.prefix", mqtt.homeassistant.prefix),
+    ):
+        if (
+            not value
+            or any(c in value for c in "#+\0")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
+            reading.add(
+                path,
+                reading.lines.get(path),
+                f"must be a plain topic without wildcards or leading/trailing '/', got {value!r}",
+            )
+
+
+def _secret_files(reading: Reading, *entries: tuple[str, Path | None]) -> None:
+    for path, file in entries:
+        if file is None or not reading.accepted(path):
+            continue
+        if not file.is_file():
+            reading.add(path, reading.lines.get(path), f"no such file: {file}")
+        elif not os.access(file, os.R_OK):
+            reading.add(path, reading.lines.get(path), f"not readable by this user: {file}")

@@ -126,7 +126,22 @@ class GpioSettings:
 class LocalSinkSettings:
     """The local-directory sink; `directory` defaults to ``<state_dir>/bucket``."""
 
+    enabled: bool = True
     directory: Path = field(default=DEFAULT_BUCKET, metadata={RULE: Rule(derived=True)})
+
+
+@dataclass(frozen=True)
+class S3SinkSettings:
+    """Any S3-compatible bucket; credentials from files or the environment."""
+
+    enabled: bool = False
+    endpoint: str = setting("s3.amazonaws.com", Rule(max_length=255))
+    region: str = setting("us-east-1", Rule(max_length=64))
+    bucket: str | None = setting(None, Rule(max_length=63))
+    prefix: str | None = setting(None, Rule(max_length=512))
+    secure: bool = True
+    access_key_file: Path | None = None
+    secret_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,38 @@ class SinkSettings:
     """Where sealed objects are delivered."""
 
     local: LocalSinkSettings = field(default_factory=LocalSinkSettings)
+    s3: S3SinkSettings = field(default_factory=S3SinkSettings)
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """The on-disk outbox (``<state_dir>/spool``) every sealed object waits in."""
+
+    quota_mb: int = setting(1024, Rule(bounds=(16, 1_000_000)))
+
+
+@dataclass(frozen=True)
+class HomeAssistantSettings:
+    """MQTT discovery for Home Assistant. It tells the broker about events in cleartext."""
+
+    discovery: bool = False
+    prefix: str = setting("homeassistant", Rule(max_length=128))
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The MQTT broker that carries sealed events and the keyring to the phones."""
+
+    enabled: bool = False
+    host: str = setting("localhost", Rule(max_length=255))
+    port: int = setting(1883, Rule(bounds=(1, 65535)))
+    tls: bool = False
+    ca_file: Path | None = None
+    username: str | None = setting(None, Rule(max_length=256))
+    password_file: Path | None = None
+    topic_prefix: str = setting("doorbell", Rule(max_length=128))
+    keepalive: int = setting(30, Rule(bounds=(5, 3600)))
+    homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
 
 
 @dataclass(frozen=True)
@@ -154,6 +201,8 @@ class Settings:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     gpio: GpioSettings = field(default_factory=GpioSettings)
     sinks: SinkSettings = field(default_factory=SinkSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

@@ -8,6 +8,7 @@ source and ``Sealer.seal``; what leaves this module is sealed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doorbell.capture import InitSegment, MediaSegment, Segmenter, open_source
 from doorbell.capture.source import AccessUnit, VideoSource
@@ -40,7 +41,13 @@ from doorbell.events.recorder import (
 )
 from doorbell.events.sensors import Sensors, make_pin_factory
 from doorbell.sealing import Kind, NoRecipients, SealedObject, Sealer
+
+if TYPE_CHECKING:
+    from doorbell.transport.mqtt import MqttLink
 from doorbell.transport.local import LocalDirectorySink
+from doorbell.transport.sink import Sink
+from doorbell.transport.spool import ObjectClass, Spool
+from doorbell.transport.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,9 @@ log = logging.getLogger(__name__)
 DISCARD_NOTICE_SECONDS = 60.0
 # Without a frame for this long the watchdog stops being fed and systemd restarts us.
 FRAME_TIMEOUT_SECONDS = 10.0
+# At shutdown the sinks get this long to take what is spooled; the rest waits for
+# the next start (systemd's TimeoutStopSec is 30 s).
+UPLOAD_DRAIN_SECONDS = 10.0
 
 
 @dataclass
@@ -106,7 +116,10 @@ class Doorbell:
         self._segmenter: Segmenter | None = None
         self._sensors: Sensors | None = None
         self._control: ControlServer | None = None
-        self._sink = LocalDirectorySink(settings.sinks.local.directory)
+        self._sinks: list[Sink] = []
+        self._spool: Spool | None = None
+        self._uploaders: list[Uploader] = []
+        self._mqtt: MqttLink | None = None
         self.source_warning: str | None = None
         self.pin_factory_warning: str | None = None
 
@@ -135,6 +148,7 @@ class Doorbell:
                 "no phone is enrolled: the doorbell rings and reports events, but records "
                 "nothing, because nobody could ever open it ('doorbell keys add')"
             )
+        self._start_delivery()
         self._install_signals()
         gpio = settings.gpio
         factory, self.pin_factory_warning = make_pin_factory(gpio.pin_factory)
@@ -179,6 +193,36 @@ class Doorbell:
             log.warning("%s", self.source_warning)
         self._segmenter = Segmenter(self._source.format, settings.recording.segment_seconds)
         threading.Thread(target=self._capture, name="capture", daemon=True).start()
+
+    def _start_delivery(self) -> None:
+        """The spool and one uploader per sink: capture never waits for the network."""
+        settings = self.settings
+        assert self._sealer is not None
+        if settings.sinks.local.enabled:
+            self._sinks.append(LocalDirectorySink(settings.sinks.local.directory))
+        if settings.sinks.s3.enabled:
+            from doorbell.transport.s3 import S3Sink
+
+            self._sinks.append(S3Sink(settings.sinks.s3))
+        if settings.mqtt.enabled:
+            from doorbell.transport.mqtt import MqttLink
+
+            self._mqtt = MqttLink(
+                settings.mqtt, self._sealer.device_id.hex()[:16], settings.device_name
+            )
+            self._mqtt.start()
+            self._sinks.append(self._mqtt)
+        if not self._sinks:
+            log.warning("no sink is enabled: sealed objects stay in the spool")
+        self._spool = Spool(
+            settings.state_dir / "spool",
+            settings.spool.quota_mb * 1024 * 1024,
+            [sink.name for sink in self._sinks],
+        )
+        for sink in self._sinks:
+            uploader = Uploader(self._spool, sink)
+            uploader.start()
+            self._uploaders.append(uploader)
 
     def _install_signals(self) -> None:
         def forward(signum: int, frame: FrameType | None) -> None:
@@ -257,6 +301,7 @@ class Doorbell:
             self._preroll.discard_all()
             self._announce_discarded()
             self._sealer.close()
+        self._drain_uploads(UPLOAD_DRAIN_SECONDS)
         if self._control is not None:
             self._control.close()
         if self._sensors is not None:
@@ -267,6 +312,21 @@ class Doorbell:
             self._counters.segments,
             self._counters.delivered,
         )
+
+    def _drain_uploads(self, seconds: float) -> None:
+        """Give the sinks a moment to take what the last clip left; the spool keeps the rest."""
+        deadline = time.monotonic() + seconds
+        if self._spool is not None:
+            for sink in self._sinks:
+                self._spool.wait_drained(sink.name, timeout=max(0.0, deadline - time.monotonic()))
+        for uploader in self._uploaders:
+            uploader.stop(timeout=5)
+        for sink in self._sinks:
+            sink.close()
+        if self._spool is not None:
+            if self._spool.count:
+                log.info("%d object(s) stay in the spool for the next start", self._spool.count)
+            self._spool.close()
 
     def _drain_frames(self) -> None:
         """Frames already captured still belong to the clip: seal them before exiting."""
@@ -330,10 +390,12 @@ class Doorbell:
                 self._deliver(sealed)
         for action in actions:
             if isinstance(action, KeepSegment | DeliverSegment):
+                cls = ObjectClass.CONTINUOUS
                 if action.clip_id is not None:
                     self._clip_last_index[action.clip_id] = segment.index
+                    cls = ObjectClass.CLIP
                 for sealed in media:
-                    self._deliver(sealed)
+                    self._deliver(sealed, cls)
             elif isinstance(action, BufferSegment):
                 for sealed in media:
                     self._preroll.push(sealed, segment.duration, segment.index)
@@ -378,7 +440,7 @@ class Doorbell:
         self._seal_event(trigger, clip_id)
         self._announce_discarded()
         for item in buffered:
-            self._deliver(item.sealed)
+            self._deliver(item.sealed, ObjectClass.CLIP)
         log.info(
             "clip %s started by %s with %d pre-roll segment(s)", clip_id[:8], trigger, len(buffered)
         )
@@ -443,13 +505,24 @@ class Doorbell:
         self._counters.sealed += len(sealed)
         return sealed
 
-    def _deliver(self, sealed: SealedObject) -> None:
+    def _deliver(self, sealed: SealedObject, cls: ObjectClass = ObjectClass.ESSENTIAL) -> None:
+        """Into the spool (durable when this returns); the uploaders take it from there."""
+        assert self._spool is not None
+        sinks = [sink.name for sink in self._sinks if sink.wants(sealed.kind)]
         try:
-            self._sink.deliver(sealed)
+            evictions = self._spool.put(sealed, cls, sinks)
         except OSError as exc:
-            log.error("could not store %s in %s: %s", sealed.name, self._sink.directory, exc)
+            # A full or failing SD card: the object is lost; say so loudly, keep ringing.
+            log.error("could not spool %s: %s", sealed.name, exc)
             return
         self._counters.delivered += 1
+        if evictions:
+            ranges = [
+                {"first": e.first, "last": e.last, "last_hash": e.last_hash} for e in evictions
+            ]
+            meta = {"notice": "discarded", "reason": "quota", "ranges": ranges}
+            for notice in self._seal(Kind.NOTICE, meta, b""):
+                self._deliver(notice)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -494,5 +567,7 @@ class Doorbell:
             "source": self.settings.camera.source,
             "source_warning": self.source_warning,
             "pin_factory_warning": self.pin_factory_warning,
-            "sink": str(self._sink.directory),
+            "spool": None if self._spool is None else self._spool.stats(),
+            "sinks": {u.sink.name: dataclasses.asdict(u.status()) for u in self._uploaders},
+            "mqtt": None if self._mqtt is None else self._mqtt.status(),
         }
