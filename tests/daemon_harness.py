@@ -41,7 +41,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 class DaemonRig:
     """A state directory with one enrolled phone, a config, and the daemon process."""
 
-    def __init__(self, root: Path, *, enrol: bool = True, **recording: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        enrol: bool = True,
+        extra: dict[str, Any] | None = None,
+        **recording: Any,
+    ) -> None:
         self.root = root
         self.state = prepare_state_dir(root / "state")
         self.bucket = root / "bucket"
@@ -81,6 +88,11 @@ class DaemonRig:
             "sinks": {"local": {"directory": str(self.bucket)}},
             "logging": {"level": "debug"},
         }
+        for section, values in (extra or {}).items():
+            if isinstance(values, dict) and isinstance(config.get(section), dict):
+                config[section] = {**config[section], **values}
+            else:
+                config[section] = values
         self.config = root / "doorbell.yaml"
         self.config.write_text(json.dumps(config, indent=2))
         self.process: subprocess.Popen[bytes] | None = None

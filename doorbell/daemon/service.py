@@ -408,6 +408,12 @@ class Doorbell:
         log.info("%s (%s)", trigger, origin)
         if trigger == "ring" and self._sensors is not None and self._sensors.chime is not None:
             self._sensors.chime.ring()
+        if self._mqtt is not None:
+            # Home Assistant's cleartext states: only sent with discovery turned on.
+            if trigger == "ring":
+                self._mqtt.ring()
+            else:
+                self._mqtt.motion(True)
         self._apply(self._recorder.trigger(trigger))  # type: ignore[arg-type]
 
     def _apply(self, actions: list[Action]) -> None:
@@ -466,6 +472,8 @@ class Doorbell:
             self._deliver(sealed)
 
     def _end_clip(self, clip_id: str, reason: str) -> None:
+        if self._mqtt is not None:
+            self._mqtt.motion(False)
         first = self._clip_first_index.pop(clip_id, self._next_index)
         last = self._clip_last_index.pop(clip_id, first - 1)
         meta = {

@@ -11,6 +11,9 @@ from doorbell.phone.chain import verify_source
 from doorbell.phone.export import export_clips
 from doorbell.phone.home import PhoneHome, default_home
 from doorbell.phone.objects import DirectorySource
+from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3SourceError
+from doorbell.phone.sync import SyncError, open_source, sync
+from doorbell.phone.watch import WatchError, WatchOptions, watch
 from doorbell.sealing import DevicePublicKey, SealingError, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,6 +70,52 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("path", type=Path, metavar="PATH")
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
     export.set_defaults(run=_export)
+
+    watch_ = commands.add_parser(
+        "watch",
+        help="print events live from the MQTT broker, verified and decrypted",
+        description="Subscribe to PREFIX/+/event and PREFIX/+/keyring, verify and decrypt "
+        "each message, print one line per event (and per keyring change), and save "
+        "snapshots. Bad messages are reported on stderr and skipped.",
+    )
+    watch_.add_argument("--host", required=True, help="the MQTT broker")
+    watch_.add_argument("--port", type=int, help="default 1883, or 8883 with --tls")
+    watch_.add_argument("--tls", action="store_true", help="connect with TLS")
+    watch_.add_argument("--ca-file", type=Path, metavar="FILE", help="CA for TLS; implies --tls")
+    watch_.add_argument("--username")
+    watch_.add_argument("--password-file", type=Path, metavar="FILE")
+    watch_.add_argument("--prefix", default="doorbell", help="the doorbells' topic prefix")
+    watch_.add_argument("--out", type=Path, metavar="DIR", help="save snapshots here")
+    watch_.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch_.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    watch_.add_argument(
+        "--timeout", type=float, metavar="S", help="give up after S seconds (exit 1)"
+    )
+    watch_.set_defaults(run=_watch)
+
+    sync_ = commands.add_parser(
+        "sync",
+        help="fetch new objects into DIR/objects, verify them all, export new clips",
+        description="Copy the sealed objects DIR/objects lacks from SOURCE (a directory or "
+        "s3://BUCKET/PREFIX), verify everything in DIR/objects, and export clips not "
+        "exported before into DIR/clips. Safe to interrupt: the next run continues. "
+        "S3 credentials come from the two key files, else from AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY.",
+    )
+    sync_.add_argument("source", metavar="SOURCE", help="a directory or s3://BUCKET/PREFIX")
+    sync_.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="this phone's copy of the footage"
+    )
+    sync_.add_argument(
+        "--endpoint",
+        metavar="HOST:PORT",
+        help=f"the S3-compatible endpoint (default {DEFAULT_ENDPOINT})",
+    )
+    sync_.add_argument("--region", default="us-east-1", help="the bucket's region")
+    sync_.add_argument("--insecure", action="store_true", help="plain http instead of https")
+    sync_.add_argument("--access-key-file", type=Path, metavar="FILE", help="the S3 access key")
+    sync_.add_argument("--secret-key-file", type=Path, metavar="FILE", help="the S3 secret key")
+    sync_.set_defaults(run=_sync)
     return parser
 
 
@@ -132,3 +181,75 @@ def _export(home: PhoneHome, args: argparse.Namespace) -> int:
     if not report.clips:
         print("no clip to export")
     return EXIT_OK if result.ok and not report.skipped else EXIT_FAILED
+
+
+def _watch(home: PhoneHome, args: argparse.Namespace) -> int:
+    options = WatchOptions(
+        host=args.host,
+        port=args.port,
+        tls=args.tls,
+        ca_file=args.ca_file,
+        username=args.username,
+        password_file=args.password_file,
+        prefix=args.prefix,
+        out=args.out,
+        json=args.json,
+        count=args.count,
+        timeout=args.timeout,
+    )
+    try:
+        complete = watch(home, options)
+    except WatchError as exc:
+        print(f"doorbell-phone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK if complete else EXIT_FAILED
+
+
+def _sync(home: PhoneHome, args: argparse.Namespace) -> int:
+    reader = home.reader()  # a phone without its key should learn so before any download
+    try:
+        source = open_source(
+            args.source,
+            endpoint=args.endpoint,
+            region=args.region,
+            secure=not args.insecure,
+            access_key_file=args.access_key_file,
+            secret_key_file=args.secret_key_file,
+        )
+        report = sync(source, args.out, reader)
+    except (SyncError, S3SourceError) as exc:
+        print(f"doorbell-phone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"fetched  {len(report.fetched)} new object(s) from {report.source} "
+        f"({report.present} already here)"
+    )
+    for name in report.ignored:
+        print(f"ignored  {name}: not a sealed object")
+    for finding in [*report.problems, *report.unexplained]:
+        print(f"FAIL     {finding}")
+    for finding in report.announced:
+        print(f"gap      {finding}")
+    for finding in report.notes:
+        print(f"note     {finding}")
+    exported = [("clip", c) for c in report.clips] + [("updated", c) for c in report.updated]
+    for verb, clip in exported:
+        extra = f", snapshot {clip.snapshot.name}" if clip.snapshot else ""
+        print(
+            f"{verb:<8} {clip.path}  ({clip.label}, {clip.segments} segment(s), "
+            f"{clip.seconds:.1f} s{extra})"
+        )
+    for line in report.export_notes:
+        print(f"note     {line}")
+    summary = (
+        f"{len(report.verification.entries)} object(s) verified in {report.objects} "
+        f"({len(report.fetched)} new), {len(report.clips)} clip(s) exported, "
+        f"{len(report.updated)} updated; gaps: {len(report.announced)} announced, "
+        f"{len(report.unexplained)} unexplained"
+    )
+    if report.ok:
+        print(f"ok: {summary}")
+        return EXIT_OK
+    problems = len(report.problems) + len(report.unexplained)
+    print(f"FAILED: {problems} problem(s); {summary}")
+    return EXIT_FAILED

@@ -1,0 +1,212 @@
+"""Reads sealed objects straight from an S3-compatible bucket: the phone's ``s3://`` source.
+
+Everything the bucket returns is hostile input: listings are filtered to plain
+``*.sealed`` names directly under the prefix, and no object larger than the largest
+sealed object is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+from xml.etree.ElementTree import ParseError
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+from minio.helpers import check_bucket_name
+from urllib3.util import Retry, Timeout
+
+from doorbell.phone.objects import ObjectUnreadable
+from doorbell.sealing import MAX_OBJECT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "s3.amazonaws.com"
+# S3 keys are at most 1024 bytes; the object name itself takes 44.
+MAX_PREFIX = 512
+
+_FAILURES = (MinioException, urllib3.exceptions.HTTPError, OSError, ParseError, ValueError)
+
+
+class S3SourceError(Exception):
+    """The bucket cannot be listed as asked: a bad URL, endpoint or bucket, or no answer."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """``s3://bucket/prefix``: the prefix is used as written, like the sink's ``prefix``."""
+
+    bucket: str
+    prefix: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def parse_s3_url(url: str) -> S3Location:
+    """Split and check ``s3://bucket/prefix``; raise `S3SourceError` naming what is wrong."""
+    if not url.startswith("s3://"):
+        raise S3SourceError(f"{url!r} is not an S3 URL: expected s3://BUCKET/PREFIX")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise S3SourceError(f"{url!r}: an S3 URL takes no '?query' or '#fragment'")
+    if "@" in parts.netloc or ":" in parts.netloc:
+        raise S3SourceError(
+            f"{url!r}: put the endpoint in --endpoint HOST:PORT and credentials in files or "
+            "the environment, not in the URL"
+        )
+    bucket = parts.netloc
+    if not bucket:
+        raise S3SourceError(f"{url!r} names no bucket: expected s3://BUCKET/PREFIX")
+    if not 3 <= len(bucket) <= 63:
+        raise S3SourceError(f"{url!r}: bucket name {bucket!r} must have 3 to 63 characters")
+    try:
+        check_bucket_name(bucket, strict=True)
+    except ValueError as exc:
+        raise S3SourceError(
+            f"{url!r}: {exc} (lower-case letters, digits, '.' and '-' only)"
+        ) from None
+    prefix = parts.path.removeprefix("/")
+    if len(prefix.encode()) > MAX_PREFIX:
+        raise S3SourceError(f"{url!r}: the prefix is longer than {MAX_PREFIX} bytes")
+    return S3Location(bucket, prefix)
+
+
+class S3Source:
+    """The ``*.sealed`` objects directly under ``s3://bucket/prefix``, as an ObjectSource.
+
+    ``sizes`` holds the size the listing gave for each name, so a sync can skip what it
+    already has without a request per object. Requests time out after 5 s (connect)
+    and 30 s (between bytes); a refused connection is not retried, so an unreachable
+    endpoint is reported at once, while a server's passing 5xx is retried twice.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+        secure: bool = True,
+    ) -> None:
+        self.location = parse_s3_url(url)
+        self.endpoint = endpoint
+        if not endpoint or "/" in endpoint:
+            raise S3SourceError(
+                f"endpoint {endpoint!r}: give HOST or HOST:PORT, without a scheme or path "
+                "(plain http is --insecure)"
+            )
+        self._http = urllib3.PoolManager(
+            timeout=Timeout(connect=5.0, read=30.0),
+            retries=Retry(total=2, connect=0, backoff_factor=0.5, status_forcelist=(502, 503, 504)),
+            maxsize=2,
+            cert_reqs="CERT_REQUIRED",
+            # A self-hosted endpoint with its own CA is trusted the way minio would.
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        )
+        try:
+            self._client = Minio(
+                endpoint,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=secure,
+                region=region,
+                http_client=self._http,
+            )
+        except ValueError as exc:
+            self._http.clear()
+            raise S3SourceError(f"endpoint {endpoint!r}: {exc}") from None
+        self.sizes: dict[str, int] = {}
+        self.ignored: list[str] = []
+
+    def names(self) -> list[str]:
+        """List the bucket: raises `S3SourceError` when it cannot (unreachable, no bucket)."""
+        location = self.location
+        self.sizes.clear()
+        self.ignored.clear()
+        try:
+            for item in self._client.list_objects(
+                location.bucket, prefix=location.prefix or None, recursive=False
+            ):
+                key = item.object_name or ""
+                name = key.removeprefix(location.prefix)
+                if item.is_dir or not key.startswith(location.prefix):
+                    self.ignored.append(name)
+                elif name.endswith(".sealed") and "/" not in name and isinstance(item.size, int):
+                    self.sizes[name] = item.size
+                else:
+                    self.ignored.append(name)
+        except _FAILURES as exc:
+            raise S3SourceError(
+                f"cannot list {location.url} at {self.endpoint}: {_reason(exc)}"
+            ) from None
+        log.debug(
+            "%s: %d sealed object(s), %d other name(s)",
+            location.url,
+            len(self.sizes),
+            len(self.ignored),
+        )
+        return sorted(self.sizes)
+
+    def read(self, name: str) -> bytes:
+        key = self.location.prefix + name
+        listed = self.sizes.get(name)
+        if listed is not None and listed > MAX_OBJECT:
+            raise ObjectUnreadable(f"{listed} bytes, larger than any sealed object")
+        try:
+            response = self._client.get_object(self.location.bucket, key)
+        except _FAILURES as exc:
+            raise ObjectUnreadable(f"cannot fetch: {_reason(exc)}") from None
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > MAX_OBJECT:
+                raise ObjectUnreadable(f"{declared} bytes, larger than any sealed object")
+            # Read one byte past the limit at most: that tells a body too large from one
+            # that fits, whatever the headers claimed, without holding more than that.
+            data = bytearray()
+            while chunk := response.read(min(1 << 20, MAX_OBJECT + 1 - len(data))):
+                data += chunk
+                if len(data) > MAX_OBJECT:
+                    raise ObjectUnreadable("larger than any sealed object")
+            return bytes(data)
+        except _FAILURES as exc:
+            raise ObjectUnreadable(f"cannot fetch: {_reason(exc)}") from None
+        finally:
+            response.close()
+            response.release_conn()
+
+    def describe(self, name: str) -> str:
+        return self.location.url + name
+
+    def size(self, name: str) -> int | None:
+        """The size the last listing gave, without a request."""
+        return self.sizes.get(name)
+
+    def close(self) -> None:
+        self._http.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """One readable line: the server's error, or the operating system's words for the
+    network failure rather than urllib3's nested wrappers."""
+    if isinstance(exc, S3Error):
+        return f"{exc.code}: {exc.message}"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+        # urllib3 keeps the error it gave up on in `reason`, Python in the chain.
+        reason = getattr(cause, "reason", None)
+        cause = (
+            reason if isinstance(reason, BaseException) else cause.__cause__ or cause.__context__
+        )
+    return str(exc)

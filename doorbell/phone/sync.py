@@ -1,0 +1,380 @@
+"""Keeps a phone's copy of a bucket: fetches new sealed objects, verifies them, exports new clips.
+
+The copy lives in one directory:
+
+- ``objects/``: every sealed object fetched so far, each written atomically, so an
+  interrupted sync leaves whole objects only and the next run simply continues;
+- ``clips/``: the exported ``.mp4`` files (and snapshots);
+- ``sync-state.json``: which clips were exported, and whether they were whole then,
+  so a clip is exported once, and again only when more of an unfinished one arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from doorbell.config.errors import ConfigError
+from doorbell.config.secret import read_secret
+from doorbell.phone.chain import Entry, Finding, Verification, verify_source
+from doorbell.phone.export import Clip, ExportedClip, export_clips, plan_clips
+from doorbell.phone.objects import DirectorySource, ObjectUnreadable
+from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3Source, parse_s3_url
+from doorbell.sealing import Kind, Reader, write_atomic
+
+log = logging.getLogger(__name__)
+
+OBJECTS = "objects"
+CLIPS = "clips"
+STATE = "sync-state.json"
+LOCK = ".sync.lock"
+STATE_VERSION = 1
+ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
+SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+
+# The only names ever written into objects/: what the sealer names objects, so a
+# hostile listing cannot choose a path ("../x", "clips/y") or fill the folder with junk.
+OBJECT_NAME = re.compile(r"[0-9a-f]{16}-[0-9]{20}\.sealed")
+# Leftovers of an interrupted run: write_atomic's temporaries and export's partial clips.
+_LEFTOVER = re.compile(r"\..+\.(\d+\.tmp|mp4\.part)")
+
+
+class SyncError(Exception):
+    """The sync cannot run as asked (bad source, credentials, output directory)."""
+
+
+class SyncSource(Protocol):
+    """An ObjectSource that also knows each object's size, and the names it passed over."""
+
+    ignored: list[str]
+
+    def names(self) -> list[str]: ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def describe(self, name: str) -> str: ...
+
+    def size(self, name: str) -> int | None: ...
+
+
+class LocalSource(DirectorySource):
+    """A local folder of sealed objects (a NAS or USB mount the local sink writes)."""
+
+    def size(self, name: str) -> int | None:
+        try:
+            return (self.directory / name).stat().st_size
+        except OSError:
+            return None
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What ``sync-state.json`` remembers of one exported clip."""
+
+    file: str
+    segments: int  # media segments of the clip present when it was exported
+    ended: bool  # its end marker was present
+    complete: bool  # ended, and every segment made it into the file
+
+
+@dataclass
+class SyncReport:
+    source: str
+    objects: Path
+    fetched: list[str] = field(default_factory=list)
+    present: int = 0
+    ignored: list[str] = field(default_factory=list)
+    fetch_problems: list[Finding] = field(default_factory=list)
+    verification: Verification = field(default_factory=Verification)
+    clips: list[ExportedClip] = field(default_factory=list)
+    updated: list[ExportedClip] = field(default_factory=list)  # re-exports of unfinished clips
+    export_notes: list[str] = field(default_factory=list)
+
+    @property
+    def announced(self) -> list[Finding]:
+        """Gaps the doorbell made on purpose and said so (quota, pre-roll, restarts)."""
+        return [
+            f for f in self.verification.findings if not f.problem and " announced as " in f.message
+        ]
+
+    @property
+    def unexplained(self) -> list[Finding]:
+        """Gaps nobody announced: deleted in the bucket, or never delivered."""
+        return [f for f in self.verification.problems if f.message.startswith("missing ")]
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Every problem other than unexplained gaps: tampering, forks, unfetchable objects."""
+        gaps = self.unexplained
+        return self.fetch_problems + [f for f in self.verification.problems if f not in gaps]
+
+    @property
+    def notes(self) -> list[Finding]:
+        announced = self.announced
+        return [f for f in self.verification.findings if not f.problem and f not in announced]
+
+    @property
+    def ok(self) -> bool:
+        return not self.fetch_problems and self.verification.ok
+
+
+def open_source(
+    spec: str,
+    *,
+    endpoint: str | None = None,
+    region: str = "us-east-1",
+    secure: bool = True,
+    access_key_file: Path | None = None,
+    secret_key_file: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> SyncSource:
+    """The source SOURCE names: a local directory, or ``s3://bucket/prefix``.
+
+    S3 credentials come from the two files, else from ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY``. Raises `SyncError` or `S3SourceError` with the reason.
+    """
+    if spec.startswith("s3://"):
+        parse_s3_url(spec)  # a mistyped URL is the first thing to report
+        access_key, secret_key = _credentials(access_key_file, secret_key_file, environ)
+        return S3Source(
+            spec,
+            endpoint=endpoint or DEFAULT_ENDPOINT,
+            access_key=access_key,
+            secret_key=secret_key,
+            region=region,
+            secure=secure,
+        )
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0]
+        raise SyncError(f"{spec!r}: {scheme}:// is not supported: give a directory or s3://")
+    try:
+        return LocalSource(Path(spec))
+    except NotADirectoryError as exc:
+        raise SyncError(str(exc)) from None
+
+
+def _credentials(
+    access_key_file: Path | None, secret_key_file: Path | None, environ: Mapping[str, str]
+) -> tuple[str, str]:
+    if (access_key_file is None) != (secret_key_file is None):
+        raise SyncError("give both --access-key-file and --secret-key-file, or neither")
+    if access_key_file is not None and secret_key_file is not None:
+        try:
+            return (
+                read_secret(access_key_file, "--access-key-file"),
+                read_secret(secret_key_file, "--secret-key-file"),
+            )
+        except ConfigError as exc:
+            raise SyncError(str(exc)) from None
+    access_key, secret_key = environ.get(ACCESS_KEY_ENV), environ.get(SECRET_KEY_ENV)
+    if not access_key or not secret_key:
+        raise SyncError(
+            "no S3 credentials: give --access-key-file and --secret-key-file, "
+            f"or set {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}"
+        )
+    return access_key, secret_key
+
+
+def sync(source: SyncSource, out_dir: Path, reader: Reader) -> SyncReport:
+    """Fetch what ``out_dir/objects`` lacks, verify it all, export clips not exported yet."""
+    objects, clips = out_dir / OBJECTS, out_dir / CLIPS
+    try:
+        objects.mkdir(parents=True, exist_ok=True)
+        clips.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise SyncError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    with _exclusive(out_dir / LOCK):
+        _remove_leftovers(objects)
+        _remove_leftovers(clips)
+        report = SyncReport(source.describe(""), objects)
+        _fetch(source, objects, report)
+        local = DirectorySource(objects)
+        report.verification = verify_source(local, reader)
+        _export(local, reader, out_dir, report)
+    return report
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """One sync per directory at a time: a second one would race on the same files."""
+    try:
+        handle = open(path, "ab")  # noqa: SIM115 - held for the whole sync
+    except OSError as exc:
+        raise SyncError(f"cannot open {path}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SyncError(f"another sync is writing to {path.parent}") from None
+        yield
+
+
+def _remove_leftovers(directory: Path) -> None:
+    # Safe under the lock: no other sync can be writing these.
+    for path in directory.iterdir():
+        if _LEFTOVER.fullmatch(path.name) and path.is_file():
+            log.info("removing %s, left by an interrupted sync", path)
+            path.unlink()
+
+
+def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> None:
+    names = source.names()
+    report.ignored.extend(source.ignored)
+    for name in names:
+        if not OBJECT_NAME.fullmatch(name):
+            report.ignored.append(name)
+            continue
+        target = objects / name
+        try:
+            have: int | None = target.stat().st_size
+        except FileNotFoundError:
+            have = None
+        if have is not None:
+            remote = source.size(name)
+            if remote is None or remote == have:
+                report.present += 1
+            else:
+                # Writes here are atomic, so the source changed: sealed objects never do.
+                # The copy fetched earlier is the evidence; it is kept.
+                report.fetch_problems.append(
+                    Finding(
+                        source.describe(name),
+                        f"is {remote} bytes, but the copy fetched earlier is {have} bytes: "
+                        "replaced in the source; kept the earlier copy",
+                    )
+                )
+            continue
+        try:
+            data = source.read(name)
+        except ObjectUnreadable as exc:
+            report.fetch_problems.append(Finding(source.describe(name), f"not fetched: {exc}"))
+            continue
+        try:
+            # Ciphertext, readable by other apps on purpose, as the local sink writes it.
+            write_atomic(target, data, mode=0o644)
+        except OSError as exc:
+            raise SyncError(f"cannot write {target}: {exc.strerror or exc}") from None
+        report.fetched.append(name)
+        log.debug("fetched %s", source.describe(name))
+
+
+def _export(source: DirectorySource, reader: Reader, out_dir: Path, report: SyncReport) -> None:
+    state_path = out_dir / STATE
+    records = _load_state(state_path)
+    entries = report.verification.entries
+    for clip in plan_clips(report.verification):
+        members = _members(entries, clip)
+        available = len({_index(e) for e in members if _index(e) is not None})
+        ended = bool(clip.types) and clip.last_index is not None
+        before = records.get(clip.clip_id)
+        if before is not None:
+            grown = available > before.segments or (ended and not before.ended)
+            if before.complete or not grown:
+                continue
+        try:
+            exported = export_clips(source, reader, Verification(entries=members), out_dir / CLIPS)
+        except OSError as exc:
+            raise SyncError(f"cannot write to {out_dir / CLIPS}: {exc.strerror or exc}") from None
+        report.export_notes.extend(exported.skipped)
+        if not exported.clips:
+            continue  # nothing written (no init yet): tried again next time
+        (clip_file,) = exported.clips
+        whole = clip.last_index is not None and clip_file.segments == (
+            clip.last_index - clip.first_index + 1
+        )
+        if before is None:
+            report.clips.append(clip_file)
+        else:
+            report.updated.append(clip_file)
+            if before.file != clip_file.path.name:
+                # The clip's name changed with its label (a ring joined a motion clip).
+                for stale in (before.file, Path(before.file).with_suffix(".jpg").name):
+                    (out_dir / CLIPS / stale).unlink(missing_ok=True)
+        records[clip.clip_id] = ExportRecord(
+            clip_file.path.name, available, ended, ended and whole and not exported.skipped
+        )
+        _save_state(state_path, records)
+
+
+def _members(entries: list[Entry], clip: Clip) -> list[Entry]:
+    """The entries ``export_clips`` needs to plan and write this clip and no other."""
+    picked = []
+    for entry in entries:
+        contents = entry.contents
+        if contents is None:
+            continue
+        meta = contents.meta
+        if contents.kind is Kind.INIT:
+            wanted = meta.get("stream") == clip.stream
+        elif contents.kind in (Kind.EVENT, Kind.NOTICE):
+            wanted = bool(clip.types) and meta.get("clip") == clip.clip_id
+        elif contents.kind is Kind.SEGMENT:
+            index = _index(entry)
+            wanted = (
+                meta.get("stream") == clip.stream
+                and index is not None
+                and index >= clip.first_index
+                and (clip.last_index is None or index <= clip.last_index)
+            )
+        else:
+            wanted = False
+        if wanted:
+            picked.append(entry)
+    return picked
+
+
+def _index(entry: Entry) -> int | None:
+    contents = entry.contents
+    if contents is None or contents.kind is not Kind.SEGMENT:
+        return None
+    index = contents.meta.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
+
+
+def _load_state(path: Path) -> dict[str, ExportRecord]:
+    try:
+        document: Any = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SyncError(_bad_state(path, str(exc))) from None
+    if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
+        raise SyncError(_bad_state(path, f"expected version {STATE_VERSION}"))
+    clips = document.get("clips")
+    if not isinstance(clips, dict):
+        raise SyncError(_bad_state(path, "no 'clips' object"))
+    records = {}
+    for clip_id, record in clips.items():
+        try:
+            records[clip_id] = ExportRecord(
+                str(record["file"]),
+                int(record["segments"]),
+                bool(record["ended"]),
+                bool(record["complete"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SyncError(_bad_state(path, f"clip {clip_id}: {exc!r}")) from None
+    return records
+
+
+def _bad_state(path: Path, reason: str) -> str:
+    return f"{path} is damaged ({reason}); remove it to export every clip again"
+
+
+def _save_state(path: Path, records: Mapping[str, ExportRecord]) -> None:
+    document = {
+        "version": STATE_VERSION,
+        "clips": {clip_id: asdict(record) for clip_id, record in sorted(records.items())},
+    }
+    try:
+        write_atomic(path, json.dumps(document, indent=2).encode() + b"\n", mode=0o644)
+    except OSError as exc:
+        raise SyncError(f"cannot write {path}: {exc.strerror or exc}") from None

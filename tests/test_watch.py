@@ -1,0 +1,368 @@
+"""``doorbell-phone watch``: sealed events from a real broker, verified, decrypted, printed;
+forged, foreign, duplicated and forked messages reported and skipped."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import av
+import pytest
+from daemon_harness import wait_for
+
+from doorbell.phone.cli import main
+from doorbell.phone.home import PhoneHome
+from doorbell.phone.watch import MAX_MESSAGE, Watcher
+from doorbell.sealing import KeyringStore, Kind, RecipientPrivateKey, Suite, load_device_key
+from doorbell.sealing.sealer import seal_bytes
+from doorbell.transport.mqtt import MqttLink
+
+# These tests use mqtt_fixture as a plugin (pytest_plugins below); registered before
+# the import so that its asserts are rewritten like a conftest's.
+pytest.register_assert_rewrite("mqtt_fixture")
+from mqtt_fixture import (  # noqa: E402
+    USER,
+    Listener,
+    Mosquitto,
+    SealingDoorbell,
+    mqtt_settings,
+    only,
+    small_jpeg,
+)
+
+pytest_plugins = ["mqtt_fixture"]  # mosquitto, secure_mosquitto, listen, link, rig
+
+MakeLink = Callable[..., MqttLink]
+Listen = Callable[..., Listener]
+PHONE = Path(sys.executable).parent / "doorbell-phone"
+# 2025-11-29 21:00:00 UTC
+WHEN_US = 1_764_450_000_250_000
+
+
+class Watch:
+    """``doorbell-phone watch`` in a subprocess, started once it is subscribed."""
+
+    def __init__(self, rig: SealingDoorbell, broker: Mosquitto, *options: str) -> None:
+        argv = [str(PHONE), "--home", str(rig.home.directory), "watch"]
+        argv += ["--host", broker.host, "--port", str(broker.port), "--timeout", "30", *options]
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stderr is not None
+        # The first line says it subscribed; --timeout bounds the wait if it never does.
+        first = self.process.stderr.readline()
+        assert first.startswith("doorbell-phone: watching doorbell/+/event on "), first
+
+    def finish(self) -> tuple[int, str, str]:
+        out, err = self.process.communicate(timeout=30)
+        return self.process.returncode, out, err
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+@pytest.fixture
+def watching(rig: SealingDoorbell, mosquitto: Mosquitto) -> Iterator[Callable[..., Watch]]:
+    started: list[Watch] = []
+
+    def start(*options: str) -> Watch:
+        watch = Watch(rig, mosquitto, *options)
+        started.append(watch)
+        return watch
+
+    yield start
+    for watch in started:
+        watch.stop()
+
+
+def test_an_event_is_verified_decrypted_printed_and_its_snapshot_saved(
+    rig: SealingDoorbell, link: MakeLink, watching: Callable[..., Watch], tmp_path: Path
+) -> None:
+    out = tmp_path / "snapshots"
+    watch = watching("--count", "1", "--json", "--out", str(out))
+    made = link(device=rig.device_id)
+    sealed = rig.event("ring", small_jpeg(), time_us=WHEN_US)
+    keyring, event = only(sealed, Kind.KEYRING), only(sealed, Kind.EVENT)
+    made.deliver(keyring.name, keyring.data, Kind.KEYRING)
+    made.deliver(event.name, event.data, Kind.EVENT)
+
+    code, stdout, stderr = watch.finish()
+    assert code == 0, stderr
+    assert stderr == ""
+    first, second = (json.loads(line) for line in stdout.splitlines())
+    assert first == {
+        "time": "2025-11-29T21:00:00Z",
+        "type": "keyring",
+        "device": rig.device_id,
+        "name": "front door",
+        "seq": keyring.seq,
+        "epoch": 1,
+        "phones": ["test-phone"],
+        "this_phone": "test-phone",
+    }
+    meta = rig.home.reader().open(event.data).meta
+    snapshot = out / f"20251129T210000Z-ring-{meta['clip'][:8]}.jpg"
+    assert second == {
+        "time": "2025-11-29T21:00:00Z",
+        "type": "ring",
+        "clip": meta["clip"],
+        "device": rig.device_id,
+        "name": "front door",
+        "seq": event.seq,
+        "snapshot": str(snapshot),
+    }
+    assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
+    with av.open(str(snapshot)) as container:
+        picture = next(container.decode(video=0))
+    assert (picture.width, picture.height) == (64, 48)
+
+
+def test_forged_foreign_and_garbage_are_reported_and_duplicates_printed_once(
+    rig: SealingDoorbell,
+    link: MakeLink,
+    listen: Listen,
+    watching: Callable[..., Watch],
+    tmp_path: Path,
+) -> None:
+    watch = watching("--count", "2")
+    made = link(device=rig.device_id)
+    first = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
+    second = only(rig.event("motion", time_us=WHEN_US + 5_000_000), Kind.EVENT)
+    stranger = SealingDoorbell(tmp_path / "stranger", trusted=False)
+    try:
+        foreign = only(stranger.event("ring"), Kind.EVENT)
+    finally:
+        stranger.close()
+    tampered = bytearray(first.data)
+    tampered[-100] ^= 1
+
+    attacker = listen()
+    attacker.publish(made.topics.event, b"garbage")
+    attacker.publish(made.topics.event, bytes(tampered))
+    attacker.publish(f"doorbell/{stranger.device_id}/event", bytes(foreign.data))
+    # QoS 1 may deliver twice, and the spool re-sends after a crash.
+    made.deliver(first.name, first.data, Kind.EVENT)
+    made.deliver(first.name, first.data, Kind.EVENT)
+    made.deliver(second.name, second.data, Kind.EVENT)
+
+    code, stdout, stderr = watch.finish()
+    assert code == 0, stderr
+    clips = [rig.home.reader().open(s.data).meta["clip"][:8] for s in (first, second)]
+    assert stdout.splitlines() == [
+        f"2025-11-29 21:00:00 UTC  ring  clip {clips[0]}  (doorbell front door)",
+        f"2025-11-29 21:00:05 UTC  motion  clip {clips[1]}  (doorbell front door)",
+    ]
+    topic = made.topics.event
+    assert stderr.splitlines() == [
+        f"doorbell-phone: skipped a message on {topic}: not a Doorbell sealed object (bad magic)",
+        f"doorbell-phone: skipped a message on {topic}: device signature does not verify",
+        f"doorbell-phone: skipped a message on doorbell/{stranger.device_id}/event: signed by "
+        f"device {stranger.device_id}, which this phone does not trust",
+    ]
+
+
+def test_watch_over_tls_with_a_password(
+    rig: SealingDoorbell, secure_mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broker = secure_mosquitto
+    secrets = ["--ca-file", str(broker.ca_file), "--username", USER]
+    watch = Watch(
+        rig, broker, *secrets, "--password-file", str(broker.password_file), "--count", "1"
+    )
+    settings = mqtt_settings(
+        broker, tls=True, ca_file=broker.ca_file, username=USER, password_file=broker.password_file
+    )
+    made = MqttLink(settings, rig.device_id, "Front door")
+    try:
+        made.start()
+        wait_for(lambda: made.connected, 10, "the link to connect over TLS")
+        event = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
+        made.deliver(event.name, event.data, Kind.EVENT)
+        code, stdout, stderr = watch.finish()
+    finally:
+        made.close()
+        watch.stop()
+    assert code == 0, stderr
+    assert stdout.startswith("2025-11-29 21:00:00 UTC  ring  clip ")
+
+    wrong = rig.state.parent / "wrong-password"
+    wrong.write_text("guess\n")
+    assert _watch(rig.home, broker, *secrets, "--password-file", str(wrong)) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"doorbell-phone: the MQTT broker at {broker.host}:{broker.port} refused us: "
+        "Not authorized\n"
+    )
+
+
+def test_fewer_events_than_asked_for_before_the_timeout_exits_1(
+    rig: SealingDoorbell, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _watch(rig.home, mosquitto, "--count", "1", "--timeout", "1")
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == "doorbell-phone: timed out after 1 s: 0 of 1 event(s) arrived"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--password-file", "/nonexistent"], "--password-file needs --username"),
+        (["--prefix", "doorbell/#"], "--prefix must be a plain topic without wildcards"),
+        (["--count", "0"], "--count must be at least 1, got 0"),
+        (["--username", "u", "--password-file", "/nonexistent"], "cannot read the secret file"),
+        (["--ca-file", "/nonexistent"], "cannot set up TLS with --ca-file /nonexistent"),
+    ],
+)
+def test_usage_errors_exit_2(
+    rig: SealingDoorbell,
+    mosquitto: Mosquitto,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    assert _watch(rig.home, mosquitto, *options) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("doorbell-phone: ") and message in err, err
+
+
+def test_an_unreachable_broker_exits_2_without_a_traceback(
+    rig: SealingDoorbell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = Mosquitto(tmp_path)  # configured, never started
+    assert _watch(rig.home, dead, "--timeout", "0.5") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"doorbell-phone: cannot reach the MQTT broker at {dead.host}:{dead.port}"
+    )
+    assert "Connection refused" in err and "Traceback" not in err
+
+
+def test_no_phone_key_or_no_trusted_doorbell_exits_2(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = PhoneHome(tmp_path / "phone")
+    assert _watch(home, mosquitto) == 2
+    assert "no phone key in" in capsys.readouterr().err
+    home.init(Suite.X25519)
+    assert _watch(home, mosquitto) == 2
+    assert "trusts no doorbell yet" in capsys.readouterr().err
+
+
+def _watch(home: PhoneHome, broker: Mosquitto, *options: str) -> int:
+    argv = ["--home", str(home.directory), "watch", "--host", broker.host]
+    return main([*argv, "--port", str(broker.port), *options])
+
+
+# --- the watcher alone: every message is hostile input ---------------------------------
+
+
+class Screen:
+    """A watcher on text streams, fed by hand."""
+
+    def __init__(self, rig: SealingDoorbell, **options: object) -> None:
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.watcher = Watcher.for_home(
+            rig.home, prefix="doorbell", stdout=self.out, stderr=self.err, **options
+        )
+
+    def lines(self) -> tuple[list[str], list[str]]:
+        """What was printed since the last call: (stdout lines, stderr lines)."""
+        printed = []
+        for stream in (self.out, self.err):
+            printed.append(stream.getvalue().splitlines())
+            stream.seek(0)
+            stream.truncate()
+        return printed[0], printed[1]
+
+
+def test_a_forked_chain_is_reported(rig: SealingDoorbell) -> None:
+    screen = Screen(rig)
+    event = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
+    topic = f"doorbell/{rig.device_id}/event"
+    key, _ = load_device_key(rig.state)
+    keyring = KeyringStore(rig.state).load()
+    meta = {"type": "ring", "clip": "0" * 32, "stream": "1" * 32, "first_index": 0}
+    # Validly signed, same sequence number, other content: only a copied device can.
+    fork = seal_bytes(key, keyring, event.seq, bytes(32), Kind.EVENT, meta, b"", WHEN_US)
+    screen.watcher.handle(topic, event.data)
+    screen.watcher.handle(topic, event.data)
+    assert len(screen.lines()[0]) == 1
+    screen.watcher.handle(topic, fork)
+    out, err = screen.lines()
+    assert out == []
+    assert err == [
+        f"doorbell-phone: skipped a message on {topic}: FORK: object {event.seq} arrived again "
+        "with different content (a copied or restored doorbell state, or a stolen device key)"
+    ]
+    assert screen.watcher.events == 1
+
+
+def test_misplaced_oversized_and_strange_messages_are_skipped(rig: SealingDoorbell) -> None:
+    screen = Screen(rig)
+    sealed = rig.event("ring", time_us=WHEN_US)
+    keyring, event = only(sealed, Kind.KEYRING), only(sealed, Kind.EVENT)
+    own = f"doorbell/{rig.device_id}"
+    other = "doorbell/00000000000000aa/event"
+    screen.watcher.handle(f"{own}/event", keyring.data)
+    screen.watcher.handle(f"{own}/keyring", event.data)
+    screen.watcher.handle(other, event.data)
+    screen.watcher.handle(f"{own}/event", bytes(MAX_MESSAGE + 1))
+    screen.watcher.handle(f"{own}/snapshot", event.data)
+    screen.watcher.handle("doorbell/\x1b[2J/event", event.data)
+    out, err = screen.lines()
+    assert out == []
+    skipped = "doorbell-phone: skipped a message on"
+    assert err == [
+        f"{skipped} {own}/event: object {keyring.seq} is of kind KEYRING; "
+        "this topic carries event objects",
+        f"{skipped} {own}/keyring: object {event.seq} is of kind EVENT; "
+        "this topic carries keyring objects",
+        f"{skipped} {other}: object signed by device {rig.device_id}",
+        f"{skipped} {own}/event: {MAX_MESSAGE + 1} bytes, more than the {MAX_MESSAGE} "
+        "a doorbell sends",
+        f"{skipped} {own}/snapshot: not a doorbell/<device>/event or /keyring topic",
+        f"{skipped} doorbell/\\x1b[2J/event: not a doorbell/<device>/event or /keyring topic",
+    ]
+    assert screen.watcher.events == 0
+
+
+def test_keyring_changes_are_shown_once_each(rig: SealingDoorbell) -> None:
+    screen = Screen(rig)
+    topic = f"doorbell/{rig.device_id}/keyring"
+    first = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+    screen.watcher.handle(topic, first.data)
+    screen.watcher.handle(topic, first.data)  # retained: comes back on every subscribe
+    partner = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    with KeyringStore(rig.state).editing() as box:
+        box[0] = box[0].add("partner", partner, datetime.now(UTC))
+    second = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+    screen.watcher.handle(topic, second.data)
+    screen.watcher.handle(topic, first.data)  # older: not news
+    out, err = screen.lines()
+    assert err == []
+    assert out == [
+        "2025-11-29 21:00:00 UTC  keyring  epoch 1, readable by test-phone (this phone)  "
+        "(doorbell front door)",
+        "2025-11-29 21:00:00 UTC  keyring  epoch 2, readable by test-phone (this phone), "
+        "partner  (doorbell front door)",
+    ]
+    assert screen.watcher.events == 0
+
+
+def test_an_event_without_out_dir_or_snapshot_has_none(rig: SealingDoorbell) -> None:
+    screen = Screen(rig, as_json=True)
+    event = only(rig.event("ring", small_jpeg(), time_us=WHEN_US), Kind.EVENT)
+    screen.watcher.handle(f"doorbell/{rig.device_id}/event", event.data)
+    [line], err = screen.lines()
+    assert err == []
+    assert json.loads(line)["snapshot"] is None
