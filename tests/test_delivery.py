@@ -311,3 +311,59 @@ def test_sigkill_during_upload_leaves_only_complete_verifiable_objects(
     # Every object verifies and the chain has no unexplained gap: nothing lost, nothing torn.
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert "missing" not in sync.stdout
+
+
+def test_quota_exhaustion_evicts_continuous_first_announces_it_and_keeps_capturing(
+    tmp_path: Path, s3_outage: RestartableS3
+) -> None:
+    from minio import Minio
+    from s3_fixture import closed_port
+
+    # Continuous recording into a 1 MiB spool while the bucket is unreachable.
+    unreachable = _s3_config(f"127.0.0.1:{closed_port()}", "quota")
+    camera = {"camera": {"bitrate": 2_000_000}, "spool": {"quota_mb": 1}}
+    rig = DaemonRig(tmp_path, extra={**unreachable, **camera}, continuous=True)
+    try:
+        rig.start(env=S3_ENV)
+        rig.wait_ready()
+        wait_for(lambda: rig.status()["segments"] >= 2, 30, "two segments")
+        rig.command("ring")
+        wait_for(lambda: rig.status()["clip"] is None, 30, "the ring clip to end")
+        wait_for(lambda: "evicted continuous" in rig.log_text(), 60, "an eviction")
+        frames = rig.status()["frames"]
+        wait_for(lambda: rig.status()["frames"] > frames + 15, 30, "capture to go on")
+        spool = rig.status()["spool"]
+        assert spool["bytes"] <= spool["quota_bytes"] + 512 * 1024
+        assert rig.stop() == 0
+        log = rig.log_text()
+        assert "evicted continuous" in log
+        assert "evicted clip" not in log, "a clip went before the continuous recording"
+
+        # The bucket comes back (a new endpoint in the config): the spool drains.
+        client = Minio(s3_outage.endpoint, "testing", "testing", secure=False, region="us-east-1")
+        client.make_bucket("quota")
+        config = json.loads(rig.config.read_text())
+        config["sinks"]["s3"]["endpoint"] = s3_outage.endpoint
+        rig.config.write_text(json.dumps(config))
+        rig.start(env=S3_ENV)
+        rig.wait_ready()
+        wait_for(lambda: rig.status()["spool"]["sinks"]["s3"]["pending"] == 0, 90, "the drain")
+        assert rig.stop() == 0
+    finally:
+        rig.kill()
+    out = tmp_path / "synced"
+    sync = subprocess.run(
+        [
+            sys.executable, "-m", "doorbell.phone", "--home", str(rig.home.directory),
+            "sync", "s3://quota/doorbells/", "--endpoint", s3_outage.endpoint, "--insecure",
+            "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **S3_ENV},
+    )  # fmt: skip
+    # Evicted objects are gaps the doorbell announced; nothing else is missing, and the
+    # ring's clip, spared by the eviction order, is whole.
+    assert "announced as quota" in sync.stdout, sync.stdout
+    assert "unexplained" not in sync.stdout or "0 unexplained" in sync.stdout, sync.stdout
+    ring_clips = list((out / "clips").glob("*-ring-*.mp4"))
+    assert len(ring_clips) == 1, sync.stdout
+    assert f"{ring_clips[0].stem}: segment" not in sync.stdout, sync.stdout

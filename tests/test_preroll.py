@@ -158,3 +158,16 @@ def test_bad_duration_is_refused(seal: Seal) -> None:
     with pytest.raises(ValueError, match="segment 3: bad duration -2"):
         preroll.push(seal(0), -2.0, index=3)
     assert len(preroll) == 0
+
+
+def test_without_discarding_the_segments_leaving_the_ring_are_returned_in_order(
+    seal: Seal,
+) -> None:
+    preroll = PreRoll(2.0, discard=False)
+    released = []
+    for seq in range(5):
+        released += preroll.push(seal(seq), 1.0, index=seq)
+    # Continuous recording: nothing is lost and nothing is announced as discarded.
+    assert [item.index for item in released] == [0, 1, 2]
+    assert preroll.take_discarded() == []
+    assert _indexes(preroll) == [3, 4]

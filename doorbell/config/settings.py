@@ -156,7 +156,7 @@ class SinkSettings:
 class SpoolSettings:
     """The on-disk outbox (``<state_dir>/spool``) every sealed object waits in."""
 
-    quota_mb: int = setting(1024, Rule(bounds=(16, 1_000_000)))
+    quota_mb: int = setting(1024, Rule(bounds=(1, 1_000_000)))
 
 
 @dataclass(frozen=True)

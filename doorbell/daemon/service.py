@@ -110,7 +110,9 @@ class Doorbell:
             ),
             clock=clock,
         )
-        self._preroll = PreRoll(rec.pre_roll_seconds)
+        # In continuous mode the ring only decides what a clip claims as its pre-roll;
+        # what leaves it is delivered as continuous recording, not discarded.
+        self._preroll = PreRoll(rec.pre_roll_seconds, discard=not rec.continuous)
         self._sealer: Sealer | None = None
         self._source: VideoSource | None = None
         self._segmenter: Segmenter | None = None
@@ -297,8 +299,12 @@ class Doorbell:
                 self._on_segment(segment)
         if self._sealer is not None:
             self._apply(self._recorder.stop())
-            # Buffered pre-roll already spent sequence numbers: announce it as discarded.
-            self._preroll.discard_all()
+            if self._preroll.discard:
+                # Buffered pre-roll already spent sequence numbers: announce it as discarded.
+                self._preroll.discard_all()
+            else:
+                for item in self._preroll.drain():
+                    self._deliver(item.sealed, ObjectClass.CONTINUOUS)
             self._announce_discarded()
             self._sealer.close()
         self._drain_uploads(UPLOAD_DRAIN_SECONDS)
@@ -389,16 +395,16 @@ class Doorbell:
             if sealed.kind is not Kind.SEGMENT:
                 self._deliver(sealed)
         for action in actions:
-            if isinstance(action, KeepSegment | DeliverSegment):
-                cls = ObjectClass.CONTINUOUS
-                if action.clip_id is not None:
-                    self._clip_last_index[action.clip_id] = segment.index
-                    cls = ObjectClass.CLIP
+            if isinstance(action, KeepSegment | DeliverSegment) and action.clip_id is not None:
+                self._clip_last_index[action.clip_id] = segment.index
                 for sealed in media:
-                    self._deliver(sealed, cls)
-            elif isinstance(action, BufferSegment):
+                    self._deliver(sealed, ObjectClass.CLIP)
+            elif isinstance(action, BufferSegment | DeliverSegment):
+                # Idle, or continuous outside a clip: the newest segments wait in the ring
+                # so that a clip can still claim them (and the spool keeps them longer).
                 for sealed in media:
-                    self._preroll.push(sealed, segment.duration, segment.index)
+                    for released in self._preroll.push(sealed, segment.duration, segment.index):
+                        self._deliver(released.sealed, ObjectClass.CONTINUOUS)
             else:
                 self._apply([action])
 
@@ -432,15 +438,7 @@ class Doorbell:
     def _start_clip(self, clip_id: str, trigger: str) -> None:
         self._counters.clips += 1
         buffered = self._preroll.drain()
-        if buffered:
-            first_index = buffered[0].index
-        elif self.settings.recording.continuous:
-            back = math.ceil(
-                self.settings.recording.pre_roll_seconds / self.settings.recording.segment_seconds
-            )
-            first_index = max(0, self._next_index - back)
-        else:
-            first_index = self._next_index
+        first_index = buffered[0].index if buffered else self._next_index
         self._clip_first_index[clip_id] = first_index
         # The event first: it is what the phones are waiting for.
         self._seal_event(trigger, clip_id)

@@ -37,12 +37,16 @@ class PreRoll:
     """Keeps the shortest run of newest segments lasting at least ``seconds``.
 
     With ``seconds == 0`` it keeps nothing: every segment is discarded at once.
+    With ``discard=False`` (continuous recording) segments that leave the ring are
+    returned by ``push`` for delivery instead of being discarded: the ring then only
+    decides which segments a clip claims as its pre-roll.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, discard: bool = True) -> None:
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"pre-roll seconds must be a finite number >= 0, got {seconds!r}")
         self.seconds = seconds
+        self.discard = discard
         self._segments: deque[BufferedSegment] = deque()
         self._discarded: list[_Range] = []
 
@@ -53,12 +57,19 @@ class PreRoll:
     def seconds_buffered(self) -> float:
         return math.fsum(segment.duration for segment in self._segments)
 
-    def push(self, sealed: SealedObject, duration: float, index: int) -> None:
+    def push(self, sealed: SealedObject, duration: float, index: int) -> list[BufferedSegment]:
+        """Buffer a segment; returns the ones that left the ring when not discarding."""
         if not (math.isfinite(duration) and duration >= 0):
             raise ValueError(f"segment {index}: bad duration {duration!r}")
         self._segments.append(BufferedSegment(sealed, duration, index))
+        released = []
         while self._segments and self._covered_without_oldest():
-            self._record_discarded(self._segments.popleft().sealed)
+            oldest = self._segments.popleft()
+            if self.discard:
+                self._record_discarded(oldest.sealed)
+            else:
+                released.append(oldest)
+        return released
 
     def drain(self) -> list[BufferedSegment]:
         """Everything buffered, oldest first; the ring is empty afterwards."""
