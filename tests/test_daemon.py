@@ -237,6 +237,7 @@ def test_status_ring_and_doctor_from_the_command_line(rig: DaemonRig) -> None:
     assert rung.returncode == 0 and "recording clip" in rung.stdout
     doctor = _doorbell("doctor", "-c", str(rig.config))
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    for name in ("config", "state", "phones", "aes", "sealing", "camera", "gpio", "clock", "space"):
+    names = ("config", "state", "phones", "aes", "sealing", "camera", "gpio", "clock", "space")
+    for name in (*names, "s3", "mqtt"):
         assert any(line.split()[1:2] == [name] for line in doctor.stdout.splitlines()), name
     assert rig.stop() == 0

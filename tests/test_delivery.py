@@ -367,3 +367,30 @@ def test_quota_exhaustion_evicts_continuous_first_announces_it_and_keeps_capturi
     ring_clips = list((out / "clips").glob("*-ring-*.mp4"))
     assert len(ring_clips) == 1, sync.stdout
     assert f"{ring_clips[0].stem}: segment" not in sync.stdout, sync.stdout
+
+
+def test_doctor_checks_the_bucket_and_the_broker(
+    tmp_path: Path, s3_outage: RestartableS3, mosquitto: Mosquitto
+) -> None:
+    from minio import Minio
+
+    Minio(s3_outage.endpoint, "testing", "testing", secure=False).make_bucket("doctor")
+    rig = DaemonRig(
+        tmp_path, extra={**_s3_config(s3_outage.endpoint, "doctor"), **_mqtt(mosquitto)}
+    )
+
+    def doctor() -> dict[str, str]:
+        run = subprocess.run(
+            [sys.executable, "-m", "doorbell", "doctor", "-c", str(rig.config)],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **S3_ENV},
+        )  # fmt: skip
+        return {line.split()[1]: line for line in run.stdout.splitlines() if line.strip()}
+
+    found = doctor()
+    assert found["s3"].startswith("PASS") and "doctor" in found["s3"]
+    assert found["mqtt"].startswith("WARN") and "no TLS" in found["mqtt"]
+    s3_outage.stop()
+    mosquitto.stop()
+    found = doctor()
+    assert found["s3"].startswith("FAIL")
+    assert found["mqtt"].startswith("FAIL")

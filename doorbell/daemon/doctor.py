@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import socket
 import stat
 import subprocess
 import time
@@ -57,6 +58,8 @@ def run_checks(config: Path | None) -> list[Check]:
         _pin_factory,
         _clock_sync,
         _free_space,
+        _s3,
+        _mqtt,
     ):
         try:
             checks.append(check(settings))
@@ -219,3 +222,44 @@ def _free_space(settings: Settings) -> Check:
     if hours >= 1:
         return Check("space", WARN, detail)
     return Check("space", FAIL, detail)
+
+
+def _s3(settings: Settings) -> Check:
+    s3 = settings.sinks.s3
+    if not s3.enabled:
+        return Check("s3", PASS, "not used (sinks.s3.enabled is false)")
+    from doorbell.transport.s3 import S3Sink
+    from doorbell.transport.sink import SinkUnavailable
+
+    try:
+        sink = S3Sink(s3)
+        try:
+            sink.check()
+        finally:
+            sink.close()
+    except SinkUnavailable as exc:
+        return Check("s3", FAIL, f"{s3.endpoint}: {exc} (the spool keeps footage meanwhile)")
+    except ConfigError as exc:
+        return Check("s3", FAIL, str(exc))
+    where = "https" if s3.secure else "http, no TLS"
+    return Check("s3", PASS, f"bucket {s3.bucket} reachable at {s3.endpoint} ({where})")
+
+
+def _mqtt(settings: Settings) -> Check:
+    mqtt = settings.mqtt
+    if not mqtt.enabled:
+        return Check("mqtt", PASS, "not used (mqtt.enabled is false)")
+    try:
+        with socket.create_connection((mqtt.host, mqtt.port), timeout=3):
+            pass
+    except OSError as exc:
+        return Check("mqtt", FAIL, f"cannot reach {mqtt.host}:{mqtt.port}: {exc.strerror or exc}")
+    notes = []
+    if not mqtt.tls:
+        notes.append("no TLS: the password and metadata cross the network in clear")
+    if mqtt.homeassistant.discovery:
+        notes.append("Home Assistant discovery is on: the broker learns when events happen")
+    detail = f"{mqtt.host}:{mqtt.port} accepts connections"
+    if notes:
+        return Check("mqtt", WARN, f"{detail}; " + "; ".join(notes))
+    return Check("mqtt", PASS, detail)
