@@ -215,6 +215,17 @@ def s3_outage() -> Iterator[RestartableS3]:
     server.stop()
 
 
+def _sync(rig: DaemonRig, url: str, endpoint: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """``doorbell-phone sync`` from the bucket, as the phone runs it."""
+    return subprocess.run(
+        [
+            sys.executable, "-m", "doorbell.phone", "--home", str(rig.home.directory),
+            "sync", url, "--endpoint", endpoint, "--insecure", "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **S3_ENV},
+    )  # fmt: skip
+
+
 def _s3_config(endpoint: str, bucket: str) -> dict[str, object]:
     return {
         "sinks": {
@@ -261,14 +272,7 @@ def test_s3_down_while_recording_the_spool_holds_the_clip_then_sync_exports_it(
     finally:
         rig.kill()
     out = tmp_path / "synced"
-    sync = subprocess.run(
-        [
-            sys.executable, "-m", "doorbell.phone", "--home", str(rig.home.directory),
-            "sync", "s3://clips/doorbells/", "--endpoint", s3_outage.endpoint, "--insecure",
-            "--out", str(out),
-        ],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **S3_ENV},
-    )  # fmt: skip
+    sync = _sync(rig, "s3://clips/doorbells/", s3_outage.endpoint, out)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     clips = list((out / "clips").glob("*-ring-*.mp4"))
     assert len(clips) == 1, sync.stdout + sync.stderr
@@ -300,14 +304,7 @@ def test_sigkill_during_upload_leaves_only_complete_verifiable_objects(
     finally:
         rig.kill()
     out = tmp_path / "synced"
-    sync = subprocess.run(
-        [
-            sys.executable, "-m", "doorbell.phone", "--home", str(rig.home.directory),
-            "sync", "s3://crash/doorbells/", "--endpoint", s3_outage.endpoint, "--insecure",
-            "--out", str(out),
-        ],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **S3_ENV},
-    )  # fmt: skip
+    sync = _sync(rig, "s3://crash/doorbells/", s3_outage.endpoint, out)
     # Every object verifies and the chain has no unexplained gap: nothing lost, nothing torn.
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert "missing" not in sync.stdout
@@ -352,14 +349,7 @@ def test_quota_exhaustion_evicts_continuous_first_announces_it_and_keeps_capturi
     finally:
         rig.kill()
     out = tmp_path / "synced"
-    sync = subprocess.run(
-        [
-            sys.executable, "-m", "doorbell.phone", "--home", str(rig.home.directory),
-            "sync", "s3://quota/doorbells/", "--endpoint", s3_outage.endpoint, "--insecure",
-            "--out", str(out),
-        ],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **S3_ENV},
-    )  # fmt: skip
+    sync = _sync(rig, "s3://quota/doorbells/", s3_outage.endpoint, out)
     # Evicted objects are gaps the doorbell announced; nothing else is missing, and the
     # ring's clip, spared by the eviction order, is whole.
     assert "announced as quota" in sync.stdout, sync.stdout

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from doorbell.config import ConfigError, Settings, load_settings
+from doorbell.cpu import has_aes
 from doorbell.sealing import (
     DeviceSigningKey,
     Keyring,
@@ -104,22 +105,8 @@ def _keyring(settings: Settings) -> Check:
     return Check("phones", PASS, detail)
 
 
-def cpu_has_aes(cpuinfo: str | None = None) -> bool | None:
-    """x86 lists ``aes`` in flags, Arm lists ``aes`` in Features; None when unknown."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            return "aes" in value.split()
-    return None
-
-
 def _aes_instructions(settings: Settings) -> Check:
-    has = cpu_has_aes()
+    has = has_aes()
     machine = platform.machine()
     if has is None:
         return Check("aes", WARN, f"cannot tell whether this {machine} CPU has AES instructions")
