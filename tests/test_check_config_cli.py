@@ -1,0 +1,68 @@
+"""`doorbell check-config` as a user runs it: exit codes, every problem with its line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SHIPPED = Path(__file__).parent.parent / "config" / "doorbell.yaml"
+
+
+def _check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "doorbell", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_shipped_file_is_valid() -> None:
+    run = _check(SHIPPED)
+    assert run.returncode == 0, run.stderr
+    assert "ok" in run.stdout
+
+
+def test_a_broken_file_lists_every_problem_with_key_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "doorbell.yaml"
+    broken.write_text(
+        "state_dir: " + str(tmp_path / "state") + "\n"
+        "runtime_dir: " + str(tmp_path / "run") + "\n"
+        "recording:\n"
+        "  post_roll_secs: 3\n"
+        "  max_clip_seconds: 5\n"
+        "gpio:\n"
+        "  button:\n"
+        "    pin: 40\n"
+        "camera:\n"
+        "  source: picam\n"
+    )
+    run = _check(broken)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert f"{broken}:4: recording.post_roll_secs" in run.stderr
+    assert "did you mean 'post_roll_seconds'" in run.stderr
+    assert f"{broken}:8: gpio.button.pin" in run.stderr
+    assert f"{broken}:10: camera.source" in run.stderr and "picamera2" in run.stderr
+    # The typo leaves post-roll at its default, 10 s: longer than the 5 s maximum clip.
+    assert f"{broken}:5: recording.max_clip_seconds" in run.stderr
+    assert "4 problem(s)" in run.stderr
+
+
+def test_the_daemon_refuses_a_broken_file_before_starting(tmp_path: Path) -> None:
+    broken = tmp_path / "doorbell.yaml"
+    broken.write_text("recording:\n  pre_roll_seconds: -1\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell", "run", "-c", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "recording.pre_roll_seconds" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_missing_file_is_a_user_error(tmp_path: Path) -> None:
+    run = _check(tmp_path / "absent.yaml")
+    assert run.returncode == 2 and "does not exist" in run.stderr
