@@ -13,6 +13,11 @@ ratios against references measured in that same run, never absolute times:
   (a real process pays it too) and reported separately.
 - ``daemon_cpu_share`` and ``daemon_rss_mb``: the running daemon on 720p30 synthetic
   video, less the synthetic source measured alone (doorbell/daemon_bench.py).
+- ``ring_to_phone_ms_p50``/``_p99``, ``ring_to_bucket_s`` and ``drain_vs_raw_put``: the
+  daemon's delivery on loopback, to a Mosquitto broker and a moto S3 server: a ring
+  until the phone has decrypted its event, a ring until the clip's start is in the
+  bucket, and the spool's drain of a backlog against plain puts of the same objects
+  (doorbell/delivery_bench.py). These are times, not ratios: the loopback is the floor.
 
 Per-object figures are the best (lowest) of several runs of many objects each.
 Temporary files go to ``$TMPDIR``.
@@ -46,8 +51,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from doorbell import daemon_bench
+from doorbell.cpu import cpuinfo, has_aes, has_sha2
 from doorbell.daemon_bench import TARGETS as DAEMON_TARGETS
 from doorbell.daemon_bench import measure_daemon
+from doorbell.delivery_bench import FLOORS, DeliveryPlan, measure_delivery
+from doorbell.delivery_bench import TARGETS as DELIVERY_TARGETS
 from doorbell.sealing import (
     KeyringStore,
     Kind,
@@ -60,7 +68,7 @@ from doorbell.sealing import (
 MIB = 1024 * 1024
 OBJECT_SIZE = 2 * MIB
 RECIPIENT_COUNTS = (1, 4, 16)
-TARGETS = {"seal_overhead": 1.15, "seal_vs_age_cpu": 1.0, **DAEMON_TARGETS}
+TARGETS = {"seal_overhead": 1.15, "seal_vs_age_cpu": 1.0, **DAEMON_TARGETS, **DELIVERY_TARGETS}
 # What the sealer feeds the primitives (docs/FORMAT.md): AES-GCM's associated data is
 # the cleartext header (200 bytes with one x25519 stanza; 50 bytes either way are
 # noise next to 2 MiB), Ed25519 signs a 29-byte context and a SHA-256 digest, and
@@ -80,12 +88,27 @@ class Plan:
     file_size: int  # the file sealed against age
     file_runs: int  # child runs of each tool, alternating; the minimum counts
     daemon_seconds: float  # how long the daemon runs on 720p30 video
+    delivery: DeliveryPlan  # presses, rings and the backlog of the delivery figures
 
 
 FULL = Plan(
-    runs=7, objects=40, small_calls=2000, file_size=256 * MIB, file_runs=3, daemon_seconds=60
+    runs=7,
+    objects=40,
+    small_calls=2000,
+    file_size=256 * MIB,
+    file_runs=3,
+    daemon_seconds=60,
+    delivery=DeliveryPlan(presses=50, bucket_rings=3, backlog_bytes=512 * MIB),
 )
-QUICK = Plan(runs=2, objects=3, small_calls=50, file_size=8 * MIB, file_runs=1, daemon_seconds=4)
+QUICK = Plan(
+    runs=2,
+    objects=3,
+    small_calls=50,
+    file_size=8 * MIB,
+    file_runs=1,
+    daemon_seconds=4,
+    delivery=DeliveryPlan(presses=5, bucket_rings=1, backlog_bytes=16 * MIB),
+)
 
 
 T = TypeVar("T")
@@ -149,17 +172,14 @@ def segment_meta(index: int) -> dict[str, Any]:
 
 def machine_facts() -> dict[str, Any]:
     """What decides the figures: the CPU, its crypto instructions, the library versions."""
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
+    info = cpuinfo()
     arch = platform.machine()
-    arm = arch.startswith(("arm", "aarch"))
-    sha_flag = "sha2" if arm else "sha_ni"
     return {
         "cpu": info.get("model name") or info.get("Model") or platform.processor() or arch,
         "arch": arch,
         "cores": os.cpu_count() or 1,
-        "aes_instructions": "aes" in flags,
-        "sha_extensions": sha_flag in flags,
+        "aes_instructions": bool(has_aes(info)),
+        "sha_extensions": bool(has_sha2(info)),
         "python": platform.python_version(),
         "cryptography": cryptography.__version__,
         "openssl_linked": openssl_backend.openssl_version_text(),
@@ -169,20 +189,6 @@ def machine_facts() -> dict[str, Any]:
         "openssl_cli": _tool_version(["openssl", "version"]),
         "age": _tool_version(["age", "--version"]),
     }
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first value of each /proc/cpuinfo field (all cores are alike on a Pi)."""
-    fields: dict[str, str] = {}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return fields
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(name.strip(), value.strip())
-    return fields
 
 
 def _tool_version(argv: list[str]) -> str | None:
@@ -447,6 +453,7 @@ def run(plan: Plan) -> dict[str, Any]:
         prims = primitives(body, plan, workdir)
         whole_file = versus_age(plan, workdir)
         daemon = measure_daemon(plan.daemon_seconds, workdir)
+        delivery = measure_delivery(plan.delivery, workdir)
     floor_ms = (
         prims["aes_gcm_ms"]
         + prims["sha256_ms"]
@@ -498,12 +505,15 @@ def run(plan: Plan) -> dict[str, Any]:
             "source_alone_cpu_s": daemon.source_cpu_s,
             "objects_sealed": daemon.objects,
         },
+        **delivery.headline(),
+        "delivery": delivery.details(),
         "targets": dict(TARGETS),
         "meets_targets": {
             "seal_overhead": overhead <= TARGETS["seal_overhead"],
             "seal_vs_age_cpu": None if versus is None else versus <= TARGETS["seal_vs_age_cpu"],
             "daemon_cpu_share": daemon.share <= TARGETS["daemon_cpu_share"],
             "daemon_rss_mb": daemon.rss_mb <= TARGETS["daemon_rss_mb"],
+            **delivery.meets_targets(),
         },
     }
 
@@ -528,13 +538,14 @@ def render(report: dict[str, Any]) -> str:
     def yes(flag: bool, name: str) -> str:
         return f"yes ({name})" if flag else "no"
 
-    def verdict(value: float | None, key: str) -> str:
+    def verdict(key: str, digits: int = 3) -> str:
+        """``key  value  (target <= T: met)``: one headline figure against its target."""
+        value = report[key]
         if value is None:
-            return "not measured"
+            return f"{key:<22}not measured"
         met = report["meets_targets"][key]
-        return (
-            f"{value:.3f}  (target <= {report['targets'][key]:.2f}: {'met' if met else 'MISSED'})"
-        )
+        bound = f"{'>=' if key in FLOORS else '<='} {report['targets'][key]:g}"
+        return f"{key:<22}{value:.{digits}f}  (target {bound}: {'met' if met else 'MISSED'})"
 
     arm = machine["arch"].startswith(("arm", "aarch"))
     lines = [
@@ -610,14 +621,65 @@ def render(report: dict[str, Any]) -> str:
         f"{report['daemon']['source_alone_cpu_s']:8.2f}",
         f"  {'objects sealed':<42}{report['daemon']['objects_sealed']:8d}",
         "",
-        f"seal_overhead     {verdict(report['seal_overhead'], 'seal_overhead')}",
-        f"seal_vs_age_cpu   {verdict(report['seal_vs_age_cpu'], 'seal_vs_age_cpu')}",
-        f"daemon_cpu_share  {verdict(report['daemon_cpu_share'], 'daemon_cpu_share')}",
-        f"daemon_rss_mb     {report['daemon_rss_mb']:.1f}  (target <= "
-        f"{report['targets']['daemon_rss_mb']:.0f}: "
-        f"{'met' if report['meets_targets']['daemon_rss_mb'] else 'MISSED'})",
+        *delivery_lines(report["delivery"]),
+        "",
+        verdict("seal_overhead"),
+        verdict("seal_vs_age_cpu"),
+        verdict("daemon_cpu_share"),
+        verdict("daemon_rss_mb", 1),
+        verdict("ring_to_phone_ms_p99", 1),
+        verdict("ring_to_bucket_s"),
+        verdict("drain_vs_raw_put"),
     ]
     return "\n".join(lines)
+
+
+def delivery_lines(delivery: dict[str, Any]) -> list[str]:
+    """The delivery section of the table: where each measured time went."""
+    phone, bucket, drain = delivery["phone"], delivery["bucket"], delivery["drain"]
+    lines = [
+        f"Delivery on loopback, the daemon on {daemon_bench.WIDTH}x{daemon_bench.HEIGHT} "
+        f"{daemon_bench.FPS} fps synthetic video, one mlkem768-x25519 phone",
+        "",
+    ]
+    if phone is not None:
+        low, high = phone["spacing_s"]
+        lines += [
+            f"  ring -> phone over Mosquitto, {phone['presses']} presses {low}-{high} s apart, "
+            "ms after the ring was sent",
+            f"  {'':<42}{'p50':>8}  {'p99':>8}",
+        ]
+        for label, stage in (
+            ("the daemon replied (event spooled)", "ring_handled"),
+            ("the message reached the phone", "at_phone"),
+            ("Watcher verified and decrypted it", "opened"),
+        ):
+            times = phone["stages_ms"][stage]
+            lines.append(f"    {label:<40}{times['p50']:8.1f}  {times['p99']:8.1f}")
+        lines += [
+            f"    {'mean, max':<40}{phone['mean_ms']:8.1f}  {phone['max_ms']:8.1f}",
+            f"    (p99 by nearest rank: of {phone['presses']} presses, the slowest)",
+        ]
+    if bucket is not None:
+        lines += [
+            f"  ring -> bucket over moto S3, {bucket['rings']} ring(s): the ring's event and the "
+            "clip's first",
+            f"    media segment (oldest pre-roll) listed, polled every "
+            f"{bucket['poll_interval_s'] * 1000:.0f} ms; pre-roll full, S3 queue empty",
+            f"    {'median, max (s)':<40}{bucket['median_s']:8.3f}  {bucket['max_s']:8.3f}",
+        ]
+    if drain is not None:
+        lines += [
+            f"  a backlog of {drain['objects']} sealed objects ({drain['mib']:.0f} MiB) into "
+            f"moto S3, best of {drain['runs']} alternating runs",
+            f"  {'':<42}{'seconds':>8}  {'MiB/s':>8}",
+            f"    {'the spool: Uploader + S3Sink':<40}{drain['drain_s']:8.2f}"
+            f"  {drain['drain_mib_s']:8.0f}",
+            f"    {'plain minio put_object, same objects':<40}{drain['raw_put_s']:8.2f}"
+            f"  {drain['raw_put_mib_s']:8.0f}",
+        ]
+    lines += [f"  not measured: {reason}" for reason in delivery["missing"]]
+    return lines
 
 
 def significant(value: Any, digits: int = 4) -> Any:

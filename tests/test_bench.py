@@ -29,7 +29,7 @@ def report() -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=False,
-        timeout=120,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)  # exactly one JSON value, nothing else
@@ -84,6 +84,11 @@ def test_top_level_keys(report: dict[str, Any]) -> None:
         "daemon_cpu_share",
         "daemon_rss_mb",
         "daemon",
+        "ring_to_phone_ms_p50",
+        "ring_to_phone_ms_p99",
+        "ring_to_bucket_s",
+        "drain_vs_raw_put",
+        "delivery",
         "targets",
         "meets_targets",
     }
@@ -144,6 +149,9 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
         "seal_vs_age_cpu": 1.0,
         "daemon_cpu_share": 0.02,
         "daemon_rss_mb": 120.0,
+        "ring_to_phone_ms_p99": 150.0,
+        "ring_to_bucket_s": 3.0,
+        "drain_vs_raw_put": 0.9,
     }
     assert isinstance(report["meets_targets"]["seal_overhead"], bool)
     if shutil.which("age") and shutil.which("age-keygen"):
@@ -153,3 +161,39 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
     else:
         assert report["age_cpu_s"] is None and report["seal_vs_age_cpu"] is None
         assert report["meets_targets"]["seal_vs_age_cpu"] is None
+
+
+def test_ring_to_phone(report: dict[str, Any]) -> None:
+    phone = report["delivery"]["phone"]
+    assert phone["presses"] == 5  # the quick plan
+    assert report["ring_to_phone_ms_p50"] == phone["p50_ms"]
+    assert report["ring_to_phone_ms_p99"] == phone["p99_ms"]
+    assert phone["p50_ms"] <= phone["p99_ms"] == phone["max_ms"]  # nearest rank, 5 presses
+    stages = phone["stages_ms"]
+    assert set(stages) == {"ring_handled", "at_phone", "opened"}
+    # The phone can open an event only after it arrived.
+    assert stages["at_phone"]["p50"] <= stages["opened"]["p50"] == phone["p50_ms"]
+    assert isinstance(report["meets_targets"]["ring_to_phone_ms_p99"], bool)
+
+
+def test_ring_to_bucket(report: dict[str, Any]) -> None:
+    bucket = report["delivery"]["bucket"]
+    assert bucket["rings"] == len(bucket["samples_s"]) == 1
+    assert report["ring_to_bucket_s"] == bucket["median_s"] <= bucket["max_s"]
+    assert report["targets"]["ring_to_bucket_s"] == bucket["segment_seconds"] + 1
+    assert isinstance(bucket["definition"], str) and bucket["definition"]
+    assert isinstance(report["meets_targets"]["ring_to_bucket_s"], bool)
+
+
+def test_drain_versus_raw_put(report: dict[str, Any]) -> None:
+    drain = report["delivery"]["drain"]
+    # 16 MiB of 2 MiB segments, and the keyring object the first seal announces.
+    assert drain["objects"] == 9
+    assert 16 <= drain["mib"] < 17
+    assert len(drain["drain_runs_s"]) == len(drain["raw_put_runs_s"]) == drain["runs"] == 2
+    assert drain["drain_s"] == min(drain["drain_runs_s"])
+    assert drain["raw_put_s"] == min(drain["raw_put_runs_s"])
+    ratio = drain["raw_put_s"] / drain["drain_s"]
+    assert math.isclose(report["drain_vs_raw_put"], ratio, rel_tol=2e-3)
+    assert isinstance(report["meets_targets"]["drain_vs_raw_put"], bool)
+    assert report["delivery"]["missing"] == []
