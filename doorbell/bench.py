@@ -614,10 +614,11 @@ def render(report: dict[str, Any]) -> str:
         child("age -r: X25519, ChaCha20-Poly1305", report["child_cpu"]["age"]),
         "",
         f"The daemon on {daemon_bench.WIDTH}x{daemon_bench.HEIGHT} {daemon_bench.FPS} fps "
-        f"synthetic video for {report['daemon']['seconds']:.0f} s, one ring (CPU seconds)",
+        f"synthetic video for {report['daemon']['seconds']:.0f} s, one ring (CPU seconds);",
+        "  the video was encoded before the run and is replayed from a file without re-encoding",
         "",
         f"  {'daemon process, all threads':<42}{report['daemon']['daemon_cpu_s']:8.2f}",
-        f"  {'the synthetic source alone (subtracted)':<42}"
+        f"  {'the file source alone (subtracted)':<42}"
         f"{report['daemon']['source_alone_cpu_s']:8.2f}",
         f"  {'objects sealed':<42}{report['daemon']['objects_sealed']:8d}",
         "",

@@ -91,10 +91,13 @@ class Segmenter:
         self._sink = _RamSink()
         self._container: OutputContainer | None = None
         self._stream: Stream | None = None
+        # Times are kept as integer pts in the stream's time base: Fraction arithmetic
+        # on every frame would cost more than everything else the segmenter does.
         self._time_base: Fraction | None = None
-        self._last_time: Fraction | None = None
-        self._end_time = Fraction(0)
-        self._segment_start = Fraction(0)
+        self._cut_ticks = Fraction(0)
+        self._last_pts: int | None = None
+        self._end = 0
+        self._segment_start = 0
         self._segment_frames = 0
         self._segment_data = bytearray()
         self._index = 0
@@ -105,23 +108,23 @@ class Segmenter:
         """Take the next access unit; return the init or media segments it completed."""
         if self._flushed:
             raise RuntimeError("segmenter already flushed; use a new one for a new stream")
-        time = self._checked_time(unit)
+        pts = self._checked_pts(unit)
         if self._container is None:
             if not unit.keyframe:
                 self._dropped += 1
                 return []
-            return [self._start(unit, time)]
+            return [self._start(unit, pts)]
 
-        cut = unit.keyframe and time - self._segment_start >= self._cut_after
+        cut = unit.keyframe and pts - self._segment_start >= self._cut_ticks
         self._mux(unit, unit.data)
         # Muxing a keyframe releases the previous GOP's fragment, which still belongs
         # to the open segment whether or not this keyframe starts a new one.
         self._segment_data += self._sink.take()
         completed: list[Segment] = []
         if cut:
-            completed.append(self._cut(end=time))
-            self._segment_start = time
-        self._count(unit, time)
+            completed.append(self._cut(end=pts))
+            self._segment_start = pts
+        self._count(unit, pts)
         return completed
 
     def flush(self) -> list[Segment]:
@@ -134,26 +137,27 @@ class Segmenter:
             return []
         self._container.close()
         self._segment_data += self._sink.take()
-        return [self._cut(end=self._end_time)]
+        return [self._cut(end=self._end)]
 
-    def _checked_time(self, unit: AccessUnit) -> Fraction:
-        if self._time_base is not None and unit.time_base != self._time_base:
+    def _checked_pts(self, unit: AccessUnit) -> int:
+        base = self._time_base
+        if base is not None and unit.time_base is not base and unit.time_base != base:
             raise ValueError(
-                f"access unit time_base {unit.time_base} differs from the stream's "
-                f"{self._time_base}"
+                f"access unit time_base {unit.time_base} differs from the stream's {base}"
             )
-        time = unit.pts * unit.time_base
-        if self._last_time is not None and time <= self._last_time:
+        if self._last_pts is not None and unit.pts <= self._last_pts:
             raise ValueError(
-                f"access unit pts {unit.pts} ({float(time):.6f} s) is not after the previous "
-                f"unit ({float(self._last_time):.6f} s); pts must strictly increase"
+                f"access unit pts {unit.pts} ({float(unit.pts * unit.time_base):.6f} s) is not "
+                f"after the previous unit ({float(self._last_pts * unit.time_base):.6f} s); "
+                "pts must strictly increase"
             )
-        self._last_time = time
-        return time
+        self._last_pts = unit.pts
+        return unit.pts
 
-    def _start(self, unit: AccessUnit, time: Fraction) -> InitSegment:
+    def _start(self, unit: AccessUnit, pts: int) -> InitSegment:
         data, parameter_sets = self._with_parameter_sets(unit.data)
         self._time_base = unit.time_base
+        self._cut_ticks = self._cut_after / unit.time_base
         self._container = av.open(
             self._sink, mode="w", format="mp4", container_options=_CONTAINER_OPTIONS
         )
@@ -168,12 +172,12 @@ class Segmenter:
         self._mux(unit, data)
         init = self._sink.take()
         _check_init(init)
-        self._segment_start = time
-        self._count(unit, time)
+        self._segment_start = pts
+        self._count(unit, pts)
         log.debug(
             "init segment: %d bytes; stream starts at %.3f s after %d units without a keyframe",
             len(init),
-            time,
+            float(pts * unit.time_base),
             self._dropped,
         )
         return InitSegment(
@@ -207,11 +211,13 @@ class Segmenter:
         packet.is_keyframe = unit.keyframe
         self._container.mux_one(packet)
 
-    def _count(self, unit: AccessUnit, time: Fraction) -> None:
+    def _count(self, unit: AccessUnit, pts: int) -> None:
         self._segment_frames += 1
-        self._end_time = time + unit.duration * unit.time_base
+        self._end = pts + unit.duration
 
-    def _cut(self, end: Fraction) -> MediaSegment:
+    def _cut(self, end: int) -> MediaSegment:
+        base = self._time_base
+        assert base is not None
         data = bytes(self._segment_data)
         self._segment_data.clear()
         types = [kind for kind, _, _ in _top_level_boxes(data)]
@@ -222,8 +228,8 @@ class Segmenter:
         segment = MediaSegment(
             data=data,
             index=self._index,
-            start=float(self._segment_start),
-            duration=float(end - self._segment_start),
+            start=float(self._segment_start * base),
+            duration=float((end - self._segment_start) * base),
             frames=self._segment_frames,
         )
         log.debug(

@@ -94,7 +94,7 @@ class Doorbell:
         self._last_frame = -math.inf
         self._last_discard_notice = clock()
         self._stream = ""
-        self._position = 0.0
+        self._last_unit: AccessUnit | None = None
         self._next_index = 0
         self._clip_first_index: dict[str, int] = {}
         self._clip_last_index: dict[str, int] = {}
@@ -351,7 +351,7 @@ class Doorbell:
     def _on_frame(self, unit: AccessUnit) -> None:
         self._counters.frames += 1
         self._last_frame = self._clock()
-        self._position = float(unit.pts * unit.time_base)
+        self._last_unit = unit
         if not self._ready:
             self._ready = True
             self._notifier.ready("recording" if self._recording_enabled else "no phone enrolled")
@@ -461,7 +461,10 @@ class Doorbell:
             "clip": clip_id,
             "stream": self._stream,
             "first_index": self._clip_first_index.get(clip_id, self._next_index),
-            "position": self._position,
+            # Stream time of the last frame: computed here, not per frame (Fractions are slow).
+            "position": 0.0
+            if self._last_unit is None
+            else float(self._last_unit.pts * self._last_unit.time_base),
             "camera": self.settings.device_name,
         }
         self._counters.events += 1
