@@ -112,12 +112,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from doorbell.capture.source import SourceError
     from doorbell.daemon.logs import setup_logging
     from doorbell.daemon.service import Doorbell
+    from doorbell.events.sensors import PinFactoryError
+    from doorbell.transport.spool import SpoolError
 
     settings = _settings(args)
     setup_logging(settings.logging.level)
-    return Doorbell(settings).run()
+    try:
+        return Doorbell(settings).run()
+    except (SourceError, PinFactoryError, SpoolError) as exc:
+        # What this machine lacks (a camera, a GPIO library, the spool): no traceback.
+        raise UsageError(f"cannot start: {exc}") from None
 
 
 def _check_config(args: argparse.Namespace) -> int:

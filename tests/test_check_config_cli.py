@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,21 @@ def test_the_daemon_refuses_a_broken_file_before_starting(tmp_path: Path) -> Non
 def test_a_missing_file_is_a_user_error(tmp_path: Path) -> None:
     run = _check(tmp_path / "absent.yaml")
     assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_a_missing_camera_is_a_clear_start_error(tmp_path: Path) -> None:
+    config = tmp_path / "doorbell.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nruntime_dir: {tmp_path / 'run'}\n"
+        "camera:\n  source: picamera2\ngpio:\n  pin_factory: mock\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert run.returncode == 2
+    assert "cannot start" in run.stderr and "picamera2" in run.stderr
+    assert "Traceback" not in run.stderr
