@@ -270,7 +270,7 @@ def test_from_json_any_field_value_only_keyring_error(field: str, value: Any) ->
 @FUZZ
 @given(st.data())
 def test_from_json_mutated_text_only_keyring_error(data: st.DataObject) -> None:
-    raw = bytearray(Keyring().add("alice", RecipientPublicKey(X, bytes(32)), NOW).to_json())
+    raw = bytearray(Keyring().add("alice", _key(), NOW).to_json())
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(raw) - 1))
         raw[at : at + data.draw(st.integers(0, 3))] = data.draw(st.binary(max_size=3))

@@ -31,17 +31,20 @@ from doorbell.phone.chain import Verification, verify_source
 from doorbell.phone.objects import DirectorySource
 from doorbell.sealing import (
     BadSignature,
+    DecryptionFailed,
     DevicePublicKey,
     DeviceSigningKey,
     KeyFileError,
     Keyring,
     KeyringStore,
+    KeyStringError,
     Kind,
     MalformedObject,
     NoRecipients,
     NotARecipient,
     Reader,
     RecipientPrivateKey,
+    RecipientPublicKey,
     SealedObject,
     Sealer,
     SealingError,
@@ -869,3 +872,36 @@ def test_decode_inner_bad_meta_is_malformed(meta: bytes) -> None:
 def test_decode_inner_rules_name_the_field(plain: bytes, message: str) -> None:
     with pytest.raises(MalformedObject, match=message):
         fmt.decode_inner(plain)
+
+
+def test_a_low_order_x25519_key_is_refused_before_it_reaches_the_keyring() -> None:
+    from doorbell.sealing.keys import PUBLIC_PREFIX, encode_key_string
+
+    degenerate = encode_key_string(PUBLIC_PREFIX[Suite.X25519], bytes(32))
+    with pytest.raises(KeyStringError, match="not a usable key"):
+        RecipientPublicKey.from_string(degenerate)
+
+
+def test_a_broken_keyring_edit_keeps_the_last_good_keyring(state_dir: Path, enrol: Enrol) -> None:
+    alice = enrol("alice")
+    sealer = Sealer(state_dir)
+    sealer.seal(Kind.SEGMENT, {}, b"before")
+    (state_dir / "keyring.json").write_text("{ not json")
+    sealed = sealer.seal(Kind.SEGMENT, {}, b"after a broken edit")[-1]
+    assert (
+        bytes(Reader([alice], [sealer.device_key]).open(sealed.data).body) == b"after a broken edit"
+    )
+    sealer.close()
+
+
+def test_a_signed_stanza_for_this_phone_that_does_not_open_is_a_decryption_failure() -> None:
+    alice = RecipientPrivateKey.generate(Suite.X25519)
+    device = DeviceSigningKey.generate()
+    keyring = Keyring().add("alice", alice.public_key(), datetime.now(UTC))
+    data = seal_bytes(device, keyring, 0, fmt.ZERO_PREV, Kind.SEGMENT, {}, b"x", 0)
+    # The device itself botches the wrapped key (tag intact) and signs the result.
+    wrapped = fmt.FIXED_HEADER_LEN + 17
+    data[wrapped + 40] ^= 1
+    data[-64:] = device.sign(fmt.signed_message(bytes(data[:-64])))
+    with pytest.raises(DecryptionFailed, match="stanza for this phone does not open"):
+        Reader([alice], [device.public_key]).open(data)

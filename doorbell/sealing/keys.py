@@ -145,8 +145,14 @@ class RecipientPublicKey:
                 f"{self.suite.label} public key must be {self.suite.public_key_len} bytes, "
                 f"got {len(self.raw)}"
             )
-        # Building the pyca object validates the key material once, up front.
-        self.hpke_key()
+        # A trial wrap refuses what from_public_bytes lets through, such as low-order
+        # X25519 points: a key every seal would fail on must not reach the keyring.
+        try:
+            self.suite.hpke().encrypt(bytes(32), self.hpke_key(), info=b"doorbell key check")
+        except ValueError:
+            raise KeyStringError(
+                f"{self.suite.label} public key is not a usable key (a degenerate point)"
+            ) from None
 
     def hpke_key(self) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
         if self.suite is Suite.X25519:

@@ -103,7 +103,9 @@ class Reader:
                     yield secret, stanza
 
     def _unwrap(self, envelope: Envelope) -> bytes:
+        matched = False
         for secret, stanza in self._matches(envelope):
+            matched = True
             info = fmt.hpke_info(envelope.device_id, envelope.seq, stanza.suite, stanza.tag)
             try:
                 data_key = stanza.suite.hpke().decrypt(stanza.wrapped, secret.hpke_key(), info=info)
@@ -111,4 +113,9 @@ class Reader:
                 continue
             if len(data_key) == 32:
                 return data_key
+        if matched:
+            # Signed by the device, addressed to us, yet unopenable: the object is invalid.
+            raise DecryptionFailed(
+                f"object {envelope.seq}: the stanza for this phone does not open"
+            )
         raise NotARecipient(f"object {envelope.seq} is not sealed to this phone's key")

@@ -83,6 +83,7 @@ class Sealer:
         self._announce: list[tuple[Kind, dict[str, Any], bytes]] = []
         self._announced: Keyring | None = None
         self._wrappers: tuple[Keyring | None, tuple[_Wrapper, ...]] = (None, ())
+        self._bad_stamp: bytes | None = None
         try:
             self._key, _ = load_device_key(self._dir)
             self.device_id = self._key.public_key.device_id
@@ -131,10 +132,19 @@ class Sealer:
 
     def reload_keyring(self) -> bool:
         """Pick up an edited keyring file. Returns True when the keyring changed."""
-        stamp = self._store.stamp()
-        if stamp == self._stamp:
+        stamp: bytes | None = None
+        try:
+            stamp = self._store.stamp()
+            if stamp == self._stamp:
+                return False
+            keyring = self._store.load()
+        except SealingError as exc:
+            # A broken edit must not stop the doorbell: seal to the last good keyring,
+            # and read the file again before the next seal.
+            if stamp != self._bad_stamp:
+                log.error("keyring unchanged, the edited file is unusable: %s", exc)
+                self._bad_stamp = stamp
             return False
-        keyring = self._store.load()
         self._stamp = stamp
         if keyring == self.keyring:
             return False
