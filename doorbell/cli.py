@@ -125,6 +125,10 @@ def _run(args: argparse.Namespace) -> int:
     except (SourceError, PinFactoryError, SpoolError) as exc:
         # What this machine lacks (a camera, a GPIO library, the spool): no traceback.
         raise UsageError(f"cannot start: {exc}") from None
+    except OSError as exc:
+        # A directory that cannot be created, a socket path that cannot be bound.
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"cannot start: {where}{exc.strerror or exc}") from None
 
 
 def _check_config(args: argparse.Namespace) -> int:

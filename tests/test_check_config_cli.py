@@ -85,3 +85,20 @@ def test_a_missing_camera_is_a_clear_start_error(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "cannot start" in run.stderr and "picamera2" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_directory_that_cannot_be_created_is_a_clear_start_error(tmp_path: Path) -> None:
+    config = tmp_path / "doorbell.yaml"
+    # /proc refuses new directories even to root: the config check cannot foresee it.
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nruntime_dir: /proc/doorbell-test\n"
+        "camera:\n  source: synthetic\ngpio:\n  pin_factory: mock\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "cannot start" in run.stderr and "Traceback" not in run.stderr

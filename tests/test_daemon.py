@@ -241,3 +241,19 @@ def test_status_ring_and_doctor_from_the_command_line(rig: DaemonRig) -> None:
     for name in (*names, "s3", "mqtt"):
         assert any(line.split()[1:2] == [name] for line in doctor.stdout.splitlines()), name
     assert rig.stop() == 0
+
+
+def test_a_broken_keyring_edit_while_running_does_not_stop_recording(rig: DaemonRig) -> None:
+    rig.start()
+    rig.wait_ready()
+    (rig.state / "keyring.json").write_text("{ half an edit")
+    rig.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    rig.command("ring")
+    wait_for(lambda: rig.status()["events"] == 1, 30, "the ring")
+    assert rig.status()["ready"] is True
+    assert rig.stop() == 0
+    assert "edited file is unusable" in rig.log_text()
+    result, _ = rig.verify()
+    assert result.ok, [str(f) for f in result.problems]
+    opened = [e for e in result.entries if e.contents and e.contents.kind is Kind.EVENT]
+    assert len(opened) == 1  # sealed to the last good keyring: the phone still opens it

@@ -130,3 +130,7 @@ def test_proc_keeps_what_gpiozero_reads() -> None:
     # ProcSubset=pid hides both and every pin factory fails.
     assert service_section().get("ProcSubset", ["all"])[-1] != "pid"
     assert setting("ProtectProc") == "invisible"
+
+
+def test_plaintext_in_ram_is_never_swapped_to_the_sd_card() -> None:
+    assert setting("MemorySwapMax") == "0"

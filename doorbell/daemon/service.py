@@ -40,7 +40,7 @@ from doorbell.events.recorder import (
     TriggerIgnored,
 )
 from doorbell.events.sensors import Sensors, make_pin_factory
-from doorbell.sealing import Kind, NoRecipients, SealedObject, Sealer
+from doorbell.sealing import Kind, NoRecipients, SealedObject, Sealer, SealingError
 
 if TYPE_CHECKING:
     from doorbell.transport.mqtt import MqttLink
@@ -86,6 +86,10 @@ class Doorbell:
         self.settings = settings
         self._clock = clock
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._queue_lock = threading.Lock()
+        self._queued_frames = 0
+        # At most this many frames (two seconds) wait between the camera and the sealer.
+        self._max_queued_frames = 2 * settings.camera.fps
         self._notifier = SystemdNotifier(environ, clock)
         self._counters = _Counters(started=clock())
         self._stopping = False
@@ -236,11 +240,25 @@ class Doorbell:
     def _capture(self) -> None:
         source = self._source
         assert source is not None
+        behind = False
+        dropped = 0
         try:
             for unit in source.frames():
-                self._inbox.put(("frame", unit))
                 if self._stopping:
                     break
+                # Plaintext waits in RAM only briefly: when the main loop falls behind,
+                # frames are dropped up to the next keyframe rather than piling up
+                # (where the kernel could swap them to the SD card).
+                if self._queued_frames >= self._max_queued_frames or (behind and not unit.keyframe):
+                    behind = True
+                    dropped += 1
+                    if dropped in (1, 100) or dropped % 1000 == 0:
+                        log.warning("sealing is behind the camera: %d frame(s) dropped", dropped)
+                    continue
+                behind = False
+                with self._queue_lock:
+                    self._queued_frames += 1
+                self._inbox.put(("frame", unit))
         except Exception as exc:  # the camera failing must stop us visibly, not silently
             log.exception("the camera source failed")
             self._inbox.put(("source-ended", f"camera source failed: {exc}"))
@@ -262,8 +280,19 @@ class Doorbell:
                 self._announce_discarded()
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
+        try:
+            self._handle(item)
+        except (SealingError, OSError, ValueError) as exc:
+            # One bad frame, keyring file or full disk must not stop the doorbell.
+            log.error("could not handle %s: %s", item[0], exc)
+            if item[0] == "command":
+                item[2].reply({"ok": False, "error": str(exc)})
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
         if kind == "frame":
+            with self._queue_lock:
+                self._queued_frames -= 1
             self._on_frame(item[1])
         elif kind == "trigger":
             self._on_trigger(item[1], item[2])
@@ -291,33 +320,49 @@ class Doorbell:
     def _shutdown(self) -> None:
         self._stopping = True
         self._notifier.stopping()
-        if self._source is not None:
-            self._source.close()
-        self._drain_frames()
-        if self._segmenter is not None and self._sealer is not None:
-            for segment in self._segmenter.flush():
-                self._on_segment(segment)
+        # Each step runs even when an earlier one failed: a half-done shutdown would
+        # leave the sequence file unclosed and the spool undrained.
+        self._step("stopping the camera", self._stop_source)
+        self._step("sealing the last segment", self._seal_the_rest)
         if self._sealer is not None:
-            self._apply(self._recorder.stop())
-            if self._preroll.discard:
-                # Buffered pre-roll already spent sequence numbers: announce it as discarded.
-                self._preroll.discard_all()
-            else:
-                for item in self._preroll.drain():
-                    self._deliver(item.sealed, ObjectClass.CONTINUOUS)
-            self._announce_discarded()
-            self._sealer.close()
-        self._drain_uploads(UPLOAD_DRAIN_SECONDS)
+            self._step("closing the sealer", self._sealer.close)
         if self._control is not None:
-            self._control.close()
+            self._step("closing the control socket", self._control.close)
+        self._step("draining uploads", lambda: self._drain_uploads(UPLOAD_DRAIN_SECONDS))
         if self._sensors is not None:
-            self._sensors.close()
+            self._step("releasing the pins", self._sensors.close)
         log.info(
             "stopped: %d frames, %d segments, %d objects delivered",
             self._counters.frames,
             self._counters.segments,
             self._counters.delivered,
         )
+
+    def _step(self, what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except Exception:
+            log.exception("shutdown: %s failed", what)
+
+    def _stop_source(self) -> None:
+        if self._source is not None:
+            self._source.close()
+        self._drain_frames()
+
+    def _seal_the_rest(self) -> None:
+        if self._sealer is None:
+            return
+        if self._segmenter is not None:
+            for segment in self._segmenter.flush():
+                self._on_segment(segment)
+        self._apply(self._recorder.stop())
+        if self._preroll.discard:
+            # Buffered pre-roll already spent sequence numbers: announce it as discarded.
+            self._preroll.discard_all()
+        else:
+            for item in self._preroll.drain():
+                self._deliver(item.sealed, ObjectClass.CONTINUOUS)
+        self._announce_discarded()
 
     def _drain_uploads(self, seconds: float) -> None:
         """Give the sinks a moment to take what the last clip left; the spool keeps the rest."""
@@ -326,7 +371,7 @@ class Doorbell:
             for sink in self._sinks:
                 self._spool.wait_drained(sink.name, timeout=max(0.0, deadline - time.monotonic()))
         for uploader in self._uploaders:
-            uploader.stop(timeout=5)
+            uploader.stop(timeout=max(0.5, deadline + 5 - time.monotonic()))
         for sink in self._sinks:
             sink.close()
         if self._spool is not None:
