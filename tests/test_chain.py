@@ -279,3 +279,38 @@ def test_phone_enrolled_after_an_unclean_restart_verifies_the_stream(
     late = verify_source(DirectorySource(stream.bucket), Reader([late_phone], [device]))
     assert [e.seq for e in late.entries if e.contents is not None] == [1033, 1034]
     assert late.ok, [str(f) for f in late.problems]
+
+
+def test_a_gap_announced_before_a_phone_was_enrolled_is_a_note_for_it(
+    stream: Stream, enrol: Enrol
+) -> None:
+    from doorbell.sealing.format import chain_hash
+
+    with Sealer(stream.state) as sealer:
+        *keyring, dropped = sealer.seal(Kind.SEGMENT, {}, b"pre-roll, discarded")
+        stream.deliver(keyring)  # a new run announces its keyring first
+        last_hash = chain_hash(bytes(dropped.data[-64:])).hex()
+        ranges = [{"first": dropped.seq, "last": dropped.seq, "last_hash": last_hash}]
+        # The notice is sealed to alice only: carol is enrolled after it.
+        stream.deliver(
+            sealer.seal(
+                Kind.NOTICE, {"notice": "discarded", "reason": "pre-roll", "ranges": ranges}
+            )
+        )
+        carol = enrol("carol")
+        later = sealer.seal(Kind.EVENT, {"type": "ring"}, b"for carol too")
+        stream.deliver(later)
+        device = sealer.device_key
+
+    def carol_view() -> Verification:
+        return verify_source(DirectorySource(stream.bucket), Reader([carol], [device]))
+
+    alice_view = stream.verify()
+    assert alice_view.ok, [str(f) for f in alice_view.problems]
+    # Carol cannot read the notice: she cannot confirm the gap, but it is no deletion.
+    view = carol_view()
+    assert view.ok, [str(f) for f in view.problems]
+    assert any("cannot confirm" in f.message for f in view.findings)
+    # A deletion after the objects she can open is still a problem for her.
+    (stream.bucket / later[0].name).unlink()
+    assert not carol_view().ok

@@ -382,6 +382,27 @@ BROKEN = {
         "could not determine a constructor",
     ),
     "a key that is not text": Broken("17: button\n", "", 1, "keys must be text, got integer 17"),
+    "no sink keeps the video": Broken(
+        "sinks:\n  local:\n    enabled: false\n",
+        "sinks.local.enabled",
+        3,
+        "no sink keeps the video",
+    ),
+    "s3 without a bucket": Broken(
+        "sinks:\n  s3:\n    enabled: true\n", "sinks.s3.bucket", 3, "bucket name"
+    ),
+    "mqtt password without a user": Broken(
+        "mqtt:\n  enabled: true\n  password_file: /etc/hostname\n",
+        "mqtt.password_file",
+        3,
+        "needs mqtt.username",
+    ),
+    "mqtt prefix with a wildcard": Broken(
+        "mqtt:\n  enabled: true\n  topic_prefix: door/#\n",
+        "mqtt.topic_prefix",
+        3,
+        "without wildcards",
+    ),
 }
 
 

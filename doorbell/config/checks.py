@@ -18,6 +18,7 @@ def check_settings(settings: Settings, reading: Reading) -> None:
     _directories(settings, reading)
     _s3(settings, reading)
     _mqtt(settings, reading)
+    _some_sink_keeps_video(settings, reading)
 
 
 def _whole(value: float) -> bool:
@@ -205,3 +206,15 @@ def _secret_files(reading: Reading, *entries: tuple[str, Path | None]) -> None:
             reading.add(path, reading.lines.get(path), f"no such file: {file}")
         elif not os.access(file, os.R_OK):
             reading.add(path, reading.lines.get(path), f"not readable by this user: {file}")
+
+
+def _some_sink_keeps_video(settings: Settings, reading: Reading) -> None:
+    """MQTT carries only events: without local or S3, every segment would be lost."""
+    if settings.sinks.local.enabled or settings.sinks.s3.enabled:
+        return
+    path = reading.blame("sinks.local.enabled", "sinks.s3.enabled")
+    reading.add(
+        path,
+        reading.lines.get(path),
+        "no sink keeps the video: enable sinks.local or sinks.s3 (MQTT carries events only)",
+    )

@@ -218,8 +218,6 @@ class Doorbell:
             )
             self._mqtt.start()
             self._sinks.append(self._mqtt)
-        if not self._sinks:
-            log.warning("no sink is enabled: sealed objects stay in the spool")
         self._spool = Spool(
             settings.state_dir / "spool",
             settings.spool.quota_mb * 1024 * 1024,
@@ -526,7 +524,7 @@ class Doorbell:
             "notice": "clip-end",
             "clip": clip_id,
             "stream": self._stream,
-            "last_index": max(first, last),
+            "last_index": last,
             "reason": reason,
         }
         for sealed in self._seal(Kind.NOTICE, meta, b""):

@@ -189,7 +189,16 @@ def _check_chain(entries: list[Entry], result: Verification) -> None:
         prev = entry.envelope.prev
         if prev == ZERO_PREV:
             if seq != 0 and not (seq in restarts and restarts[seq] is None):
-                result.add(entry.name, f"seq {seq} claims to start the chain but is not seq 0")
+                if entry.contents is None:
+                    # Only a restart after a lost chain head does this, and its notice is
+                    # not sealed to this phone: it can neither confirm nor refute it.
+                    result.add(
+                        entry.name,
+                        f"seq {seq} restarts the chain; its notice is not sealed to this phone",
+                        problem=False,
+                    )
+                else:
+                    result.add(entry.name, f"seq {seq} claims to start the chain but is not seq 0")
             continue
         before = unique.get(seq - 1)
         if before is not None and before.envelope.chain_hash == prev:
@@ -217,13 +226,24 @@ def _check_chain(entries: list[Entry], result: Verification) -> None:
                 result.add(entry.name, f"chain: seq {seq} does not follow the announced gap")
 
     present = sorted(unique)
+    # A gap followed by an object this phone cannot open (sealed before it was enrolled)
+    # may have been announced in a notice it cannot read either: it cannot be confirmed.
+    unreadable = [seq for seq, entry in unique.items() if entry.contents is None]
+    unreadable_until = max(unreadable, default=-1)
     expected_seq = 0
     for seq in [*present, None]:
         stop = present[-1] + 1 if seq is None else seq
         missing = _uncovered(expected_seq, stop - 1, gaps)
         for first, last, gap in missing:
             span = f"seq {first}" if first == last else f"seq {first}..{last}"
-            if gap is None:
+            if gap is None and last < unreadable_until:
+                result.add(
+                    f"device {device}",
+                    f"{span} absent among objects not sealed to this phone: "
+                    "cannot confirm whether it was announced",
+                    problem=False,
+                )
+            elif gap is None:
                 result.add(f"device {device}", f"missing {span} (deleted or never delivered)")
             else:
                 result.add(f"device {device}", f"{span} announced as {gap.reason}", problem=False)
