@@ -905,3 +905,18 @@ def test_a_signed_stanza_for_this_phone_that_does_not_open_is_a_decryption_failu
     data[-64:] = device.sign(fmt.signed_message(bytes(data[:-64])))
     with pytest.raises(DecryptionFailed, match="stanza for this phone does not open"):
         Reader([alice], [device.public_key]).open(data)
+
+
+def test_racing_first_uses_of_the_state_directory_agree_on_one_device_key(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from doorbell.sealing import load_device_key, prepare_state_dir
+
+    for attempt in range(5):
+        state = prepare_state_dir(tmp_path / f"state-{attempt}")
+        with ThreadPoolExecutor(8) as pool:
+            keys = list(pool.map(lambda _, s=state: load_device_key(s)[0].public_key, range(8)))
+        on_disk = load_device_key(state, create=False)[0].public_key
+        assert all(key == on_disk for key in keys)

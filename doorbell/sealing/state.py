@@ -59,10 +59,19 @@ def load_device_key(directory: Path, *, create: bool = True) -> tuple[DeviceSign
     """The device key, generated on first use. Returns (key, created)."""
     path = directory / DEVICE_KEY
     if not path.exists() and create:
-        key = DeviceSigningKey.generate()
-        save_key_file(path, key.to_string())
-        match_owner(path, directory)
-        return key, True
+        # Under a lock: `doorbell keys show` racing the daemon's first start must not
+        # leave the daemon signing with a key other than the one phones pin.
+        try:
+            lock = open(directory / ".device-key.lock", "ab")  # noqa: SIM115 - held below
+        except OSError as exc:
+            raise KeyFileError(f"cannot lock {directory}: {exc.strerror}") from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                key = DeviceSigningKey.generate()
+                save_key_file(path, key.to_string())
+                match_owner(path, directory)
+                return key, True
     try:
         return DeviceSigningKey.from_string(read_key_file(path)), False
     except SealingError as exc:
