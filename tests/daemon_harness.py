@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,3 +151,20 @@ class DaemonRig:
     def export(self) -> tuple[Verification, ExportReport]:
         result, source = self.verify()
         return result, export_clips(source, self.home.reader(), result, self.root / "clips")
+
+
+_BOX = re.compile(rb"(?s)(.{4})(ftyp|moov|moof|mdat)")
+
+
+def mp4_boxes(content: bytes) -> list[str]:
+    """MP4 box headers in ``content``: a box type behind a size that fits the data.
+
+    The size test keeps text such as base32 key strings, which can spell "ftyp",
+    from passing for a box: their four letters before it read as a huge size.
+    """
+    found = []
+    for match in _BOX.finditer(content):
+        size = int.from_bytes(match.group(1), "big")
+        if 8 <= size <= len(content) - match.start():
+            found.append(match.group(2).decode())
+    return found

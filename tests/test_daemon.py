@@ -13,7 +13,7 @@ from pathlib import Path
 
 import av
 import pytest
-from daemon_harness import FPS, POST_ROLL, PRE_ROLL, SEGMENT, DaemonRig, wait_for
+from daemon_harness import FPS, POST_ROLL, PRE_ROLL, SEGMENT, DaemonRig, mp4_boxes, wait_for
 
 from doorbell.daemon.control import SOCKET_NAME
 from doorbell.phone.home import PhoneHome
@@ -75,8 +75,7 @@ def _assert_no_plaintext(rig: DaemonRig, clip: Path) -> None:
             continue
         content = path.read_bytes()
         scanned += 1
-        for box in (b"ftyp", b"moov", b"moof", b"mdat"):
-            assert box not in content, f"{path} holds an MP4 {box!r} box"
+        assert not mp4_boxes(content), f"{path} holds MP4 boxes"
         for sample in samples:
             assert sample not in content, f"{path} holds decrypted media"
     assert scanned > 5
