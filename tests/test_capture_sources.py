@@ -44,7 +44,7 @@ from doorbell.capture import (
     camera_present,
     open_source,
 )
-from doorbell.capture.snapshot import jpeg_from_units
+from doorbell.capture.x264 import X264Encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 FPS = 30
@@ -268,7 +268,9 @@ def test_file_source_writes_nothing(clip, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     source = FileSource(clip, realtime=False)
-    units = _take(source, 100)
+    units = list(itertools.islice(source.frames(), 100))
+    assert source.snapshot() is not None  # decoded and made a JPEG in RAM
+    source.close()
     _segment_all(units, source)
     assert list(tmp_path.iterdir()) == []
 
@@ -276,50 +278,132 @@ def test_file_source_writes_nothing(clip, tmp_path, monkeypatch):
 # --- snapshots --------------------------------------------------------------------------
 
 
-def test_gop_snapshot_pictures_the_last_unit_fed(gop_1s):
-    snapshot = GopSnapshot()
-    assert snapshot.take() is None
-    for unit in gop_1s[5:30]:  # no keyframe yet: nothing to decode from
-        snapshot.feed(unit)
-    assert snapshot.take() is None
-    for unit in gop_1s[30:48]:
-        snapshot.feed(unit)
-    jpeg = snapshot.take(max_width=160)
+def _numbered_pictures(count: int) -> list[VideoFrame]:
+    """320x240 pictures that show their own number: eight stripes, white for a 1 bit."""
+    pictures = []
+    for number in range(count):
+        row = b"".join((b"\xeb" if number >> (7 - bit) & 1 else b"\x10") * 40 for bit in range(8))
+        picture = VideoFrame(320, 240, "gray")
+        plane = picture.planes[0]
+        rows = memoryview(plane)
+        for y in range(240):
+            rows[y * plane.line_size : y * plane.line_size + 320] = row
+        pictures.append(picture)
+    return pictures
+
+
+def _number(jpeg: bytes | None) -> int:
+    """The number a picture made by `_numbered_pictures` shows, read back from a JPEG."""
     assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
-    picture = _jpeg_picture(jpeg)
-    assert (picture.width, picture.height) == (160, 120)
-    assert _closest_frame(jpeg, gop_1s[30:60]) == 17
-    snapshot.clear()
+    stripes = _jpeg_picture(jpeg).reformat(width=8, height=1, format="gray", interpolation="AREA")
+    return int("".join("1" if level > 128 else "0" for level in bytes(stripes.planes[0])[:8]), 2)
+
+
+@pytest.fixture(scope="module")
+def numbered() -> list[AccessUnit]:
+    """75 numbered pictures as H.264, a keyframe every 30: unit i shows number i."""
+    encoder = X264Encoder(320, 240, FPS, 1_000_000, gop=30)
+    units = [unit for picture in _numbered_pictures(75) for unit in encoder.encode(picture)]
+    units += encoder.flush()
+    assert len(units) == 75 and [i for i, u in enumerate(units) if u.keyframe] == [0, 30, 60]
+    return units
+
+
+def test_gop_snapshot_pictures_the_last_unit_fed_wherever_in_the_gop_it_falls(numbered):
+    snapshot = GopSnapshot()
+    assert snapshot.take() is None
+    for unit in numbered[5:30]:  # no keyframe yet: nothing to decode from
+        snapshot.feed(unit)
+    assert snapshot.take() is None
+    for number in range(30, 75):
+        snapshot.feed(numbered[number])
+        jpeg = snapshot.take(max_width=160)
+        assert _number(jpeg) == number
+    assert _jpeg_picture(jpeg).width == 160
+    snapshot.close()
+    assert snapshot.take() is None
+    snapshot.feed(numbered[60])  # closed: nothing is kept any more
     assert snapshot.take() is None
 
 
-def test_gop_snapshot_keeps_only_the_current_gop(gop_1s):
+def test_gop_snapshot_takes_what_its_decoder_has_not_reached_yet(numbered):
     snapshot = GopSnapshot()
-    for unit in gop_1s[:65]:
-        snapshot.feed(unit)
-    assert len(snapshot._gop) == 5
-    assert snapshot._gop[0] is gop_1s[60]
+    with snapshot._decoding:  # the background decoder cannot start on them
+        for unit in numbered[:65]:
+            snapshot.feed(unit)
+        # Bounded: the units before the last keyframe were dropped undecoded.
+        assert snapshot._pending == numbered[60:65]
+    assert _number(snapshot.take()) == 64
+    snapshot.close()
 
 
-def test_gop_snapshot_can_be_taken_while_another_thread_feeds(gop_1s):
+def test_gop_snapshot_can_be_taken_while_another_thread_feeds(numbered):
     snapshot = GopSnapshot()
-    snapshot.feed(gop_1s[0])
-    stop = threading.Event()
+    turns = threading.Condition()
+    takes = 0
+    feeding = fed = -1  # the unit being fed, and the last one whose feed() returned
 
     def feed() -> None:
-        for unit in itertools.cycle(gop_1s):
-            if stop.is_set():
-                return
+        nonlocal feeding, fed
+        for number, unit in enumerate(numbered):
+            feeding = number
             snapshot.feed(unit)
+            fed = number
+            with turns:  # keeps the feeder from finishing before the taker has begun
+                turns.wait_for(lambda due=number // 3: takes >= due, timeout=30)
 
     feeder = threading.Thread(target=feed)
     feeder.start()
+    seen = []
     try:
-        jpegs = [snapshot.take(max_width=80) for _ in range(10)]
+        while feeder.is_alive():
+            before = fed
+            jpeg = snapshot.take(max_width=80)
+            after = feeding
+            if jpeg is not None:
+                seen.append((before, _number(jpeg), after))
+            with turns:
+                takes += 1
+                turns.notify_all()
     finally:
-        stop.set()
         feeder.join()
-    assert all(jpeg is not None and _jpeg_picture(jpeg).width == 80 for jpeg in jpegs)
+    assert len(seen) >= 20
+    assert all(before <= number <= after for before, number, after in seen), seen
+    assert _number(snapshot.take()) == len(numbered) - 1
+    snapshot.close()
+
+
+def test_a_corrupt_keyframe_is_a_snapshot_error_until_the_next_one(numbered):
+    snapshot = GopSnapshot()
+    snapshot.feed(AccessUnit(b"\x00\x00\x01\x65" + b"\xff" * 64, True, 0, Fraction(1, FPS), 1))
+    snapshot.feed(numbered[1])
+    with pytest.raises(SnapshotError, match="pts 0 does not decode"):
+        snapshot.take()
+    snapshot.feed(numbered[30])
+    assert _number(snapshot.take()) == 30
+    snapshot.close()
+
+
+@pytest.mark.parametrize("reencoded", [False, True], ids=["passed-through", "re-encoded"])
+def test_file_source_snapshot_is_the_unit_it_just_handed_out(numbered, tmp_path, reencoded):
+    if reencoded:
+        path = tmp_path / "numbered.avi"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("mpeg4", rate=FPS)
+            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+            for picture in _numbered_pictures(75):
+                container.mux(stream.encode(picture.reformat(format="yuv420p")))
+            container.mux(stream.encode(None))
+    else:
+        path = _write_mp4(numbered, tmp_path / "numbered.mp4", FPS)
+    source = FileSource(path, realtime=False, keyframe_seconds=1.0)
+    assert source.reencoded == reencoded
+    assert source.snapshot() is None
+    frames = source.frames()
+    for number, _ in enumerate(itertools.islice(frames, 75)):
+        assert _number(source.snapshot(max_width=160)) == number
+    source.close()
+    assert source.snapshot() is None  # as with the Pi camera once it is closed
 
 
 @pytest.mark.parametrize("kind", ["synthetic", "file"])
@@ -331,12 +415,26 @@ def test_source_snapshot_is_the_latest_frame_at_the_requested_width(gop_1s, clip
     )
     assert source.snapshot() is None
     frames = source.frames()
-    seen = list(itertools.islice(frames, 42))
+    seen = list(itertools.islice(frames, 30))
+    assert _closest_frame(source.snapshot(max_width=200), seen) == 29  # the end of a GOP
+    seen += itertools.islice(frames, 12)
     jpeg = source.snapshot(max_width=200)
     source.close()
     assert jpeg is not None
     assert _jpeg_picture(jpeg).width == 200
     assert _closest_frame(jpeg, seen[30:]) == 11  # frame 41, 11 into the second GOP
+
+
+def test_closing_a_file_source_stops_its_snapshot_decoder(clip):
+    source = FileSource(clip, realtime=False)
+    before = set(threading.enumerate())
+    frames = source.frames()
+    next(frames)
+    assert source.snapshot() is not None
+    [decoder] = [thread for thread in threading.enumerate() if thread not in before]
+    assert decoder.name == "snapshot-decoder"
+    source.close()
+    assert not decoder.is_alive()
 
 
 def test_close_from_another_thread_ends_a_running_source():
@@ -367,18 +465,6 @@ def test_close_while_the_capture_thread_waits_for_a_frame_ends_its_run():
     capture.join(5)
     assert not capture.is_alive()
     assert len(seen) == 1
-
-
-def test_decoding_must_start_at_a_keyframe(gop_1s):
-    with pytest.raises(SnapshotError, match="keyframe"):
-        jpeg_from_units(gop_1s[1:5])
-    assert _jpeg_picture(jpeg_from_units(gop_1s[:1], max_width=100)).width == 100
-
-
-def test_a_corrupt_gop_is_a_snapshot_error(gop_1s):
-    broken = AccessUnit(b"\x00\x00\x01\x65" + b"\xff" * 64, True, 0, Fraction(1, FPS), 1)
-    with pytest.raises(SnapshotError):
-        jpeg_from_units([broken])
 
 
 # --- picamera2 adapter against a stand-in of its API ------------------------------------

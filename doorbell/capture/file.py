@@ -12,6 +12,7 @@ import av
 from av.container import InputContainer
 from av.packet import Packet
 from av.stream import Stream
+from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 from doorbell.capture.paced import PacedSource
@@ -83,10 +84,10 @@ class FileSource(PacedSource):
     def format(self) -> StreamFormat:
         return self._format
 
-    def _units(self) -> Generator[AccessUnit, None, None]:
+    def _units(self) -> Generator[tuple[AccessUnit, VideoFrame | None], None, None]:
         return self._reencode() if self.reencoded else self._remux()
 
-    def _remux(self) -> Generator[AccessUnit, None, None]:
+    def _remux(self) -> Generator[tuple[AccessUnit, None], None, None]:
         offset = 0  # where this pass over the file starts on the output timeline
         while True:
             with _reading(self._path) as container:
@@ -113,32 +114,35 @@ class FileSource(PacedSource):
                     start = time - first
                     duration = packet.duration or frame
                     end = start + duration
-                    yield AccessUnit(
+                    unit = AccessUnit(
                         data=bytes(packet),
                         keyframe=packet.is_keyframe,
                         pts=offset + start,
                         time_base=time_base,
                         duration=duration,
                     )
+                    yield unit, None
             if first is None:
                 raise SourceError(f"video file {self._path}: its video stream has no packets")
             offset += end
             if not self._loop:
                 return
 
-    def _reencode(self) -> Generator[AccessUnit, None, None]:
+    def _reencode(self) -> Generator[tuple[AccessUnit, VideoFrame | None], None, None]:
         fmt = self._format
         encoder = X264Encoder(fmt.width, fmt.height, fmt.fps, self._bitrate, self._gop_frames)
         while True:
             before = encoder.count
             with _reading(self._path) as container:
                 for picture in container.decode(_stream_at(container, self._stream_index)):
-                    yield from encoder.encode(picture)
+                    for unit in encoder.encode(picture):
+                        yield unit, picture
             if encoder.count == before:
                 raise SourceError(f"video file {self._path}: its video stream has no pictures")
             if not self._loop:
                 break
-        yield from encoder.flush()
+        for unit in encoder.flush():
+            yield unit, None
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Generator
 
 import av
+from av.video.frame import VideoFrame
 
 from doorbell.capture.paced import PacedSource
 from doorbell.capture.source import AccessUnit, StreamFormat, keyframe_interval
@@ -54,7 +55,7 @@ class SyntheticSource(PacedSource):
     def format(self) -> StreamFormat:
         return self._format
 
-    def _units(self) -> Generator[AccessUnit, None, None]:
+    def _units(self) -> Generator[tuple[AccessUnit, VideoFrame | None], None, None]:
         fmt = self._format
         encoder = X264Encoder(fmt.width, fmt.height, fmt.fps, self._bitrate, self._gop_frames)
         picture = av.open(f"testsrc2=size={fmt.width}x{fmt.height}:rate={fmt.fps}", format="lavfi")
@@ -62,8 +63,10 @@ class SyntheticSource(PacedSource):
             for frame in picture.decode(video=0):
                 if self._frame_count is not None and encoder.count >= self._frame_count:
                     break
-                yield from encoder.encode(frame)
-            yield from encoder.flush()
+                for unit in encoder.encode(frame):
+                    yield unit, frame
+            for unit in encoder.flush():
+                yield unit, None
             log.debug("synthetic source ended after %d frames", encoder.count)
         finally:
             picture.close()
