@@ -29,12 +29,13 @@ from doorbell.sealing.keys import (
 )
 from doorbell.sealing.reader import Opened, Reader
 from doorbell.sealing.sealer import NoRecipients, SealedObject, Sealer, object_name
-from doorbell.sealing.state import KeyringStore, load_device_key, prepare_state_dir
+from doorbell.sealing.state import ChainHead, KeyringStore, load_device_key, prepare_state_dir
 
 __all__ = [
     "MAX_OBJECT",
     "ZERO_PREV",
     "BadSignature",
+    "ChainHead",
     "DecryptionFailed",
     "DevicePublicKey",
     "DeviceSigningKey",

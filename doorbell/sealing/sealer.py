@@ -56,6 +56,11 @@ def object_name(device_id: bytes, seq: int) -> str:
     return f"{device_id.hex()[:16]}-{seq:020d}.sealed"
 
 
+Deliver = Callable[["SealedObject", Callable[[], None]], None]
+"""``deliver(obj, commit)``: store ``obj`` durably, call ``commit()`` once it is stored
+and before anyone else can see it, and return. Raising before ``commit`` spends nothing."""
+
+
 class Sealer:
     """Seals payloads for the state directory's keyring, one sequence number each.
 
@@ -64,6 +69,11 @@ class Sealer:
     ``doorbell keys add`` or ``revoke`` already follows the new keyring; a keyring
     object announcing the change is sealed first. Data keys live only inside
     ``seal`` and are never stored: the device cannot open what it sealed.
+
+    A sequence number is spent only on an object that was delivered: with a
+    ``deliver`` callback, ``seal`` hands each object over and spends its number
+    (recording the chain head durably) only when the callback commits it, so an
+    object that could not be stored leaves no gap in the chain.
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class Sealer:
         self._random = random
         self._prev = fmt.ZERO_PREV
         self._last_seq: int | None = None
+        self._sealed_any = False
         self._announce: list[tuple[Kind, dict[str, Any], bytes]] = []
         self._announced: Keyring | None = None
         self._wrappers: tuple[Keyring | None, tuple[_Wrapper, ...]] = (None, ())
@@ -113,22 +124,55 @@ class Sealer:
         if head is not None:
             self._prev = head.hash
             self._last_seq = head.seq
-            if head.seq + 1 == reserved:
-                return
-        elif reserved == 0:
+        self._plan_restart_notice()
+
+    def _plan_restart_notice(self) -> None:
+        """Announce the numbers between the chain head and the reserved block, if any."""
+        self._announce = [a for a in self._announce if a[1].get("notice") != "restart"]
+        reserved = self._sequence.reserved_until
+        first_skipped = 0 if self._last_seq is None else self._last_seq + 1
+        if first_skipped == reserved:
             return
-        first_skipped = 0 if head is None else head.seq + 1
         log.warning(
             "the previous run did not stop cleanly: sequence numbers %d..%d are skipped",
             first_skipped,
             reserved - 1,
         )
+        previous = (
+            None if self._last_seq is None else {"seq": self._last_seq, "hash": self._prev.hex()}
+        )
         notice = {
             "notice": "restart",
-            "previous": None if head is None else {"seq": head.seq, "hash": head.hash.hex()},
+            "previous": previous,
             "skipped": {"first": first_skipped, "last": reserved - 1},
         }
-        self._announce.append((Kind.NOTICE, notice, b""))
+        self._announce.insert(0, (Kind.NOTICE, notice, b""))
+
+    def adopt_head(self, head: ChainHead) -> None:
+        """Take ``head`` as the chain head when it is newer than the one recorded.
+
+        A crash can fall between an object reaching the caller's durable outbox and
+        its head being recorded; the outbox will still deliver that object, so the
+        chain (and the restart notice) must continue from it. Call before sealing.
+        """
+        if self._sealed_any:
+            raise SealingError("adopt_head must be called before the first seal")
+        if self._last_seq is not None and head.seq <= self._last_seq:
+            return
+        if head.seq >= self._sequence.reserved_until:
+            raise KeyFileError(
+                f"{self._dir}: an object with seq {head.seq} is past the reserved "
+                f"sequence numbers ({self._sequence.reserved_until})"
+            )
+        log.warning(
+            "the chain head was recorded at %s, but seq %d was already stored: continuing from it",
+            "nothing" if self._last_seq is None else self._last_seq,
+            head.seq,
+        )
+        self._prev = head.hash
+        self._last_seq = head.seq
+        self._sequence.record(head, sync=True)
+        self._plan_restart_notice()
 
     def reload_keyring(self) -> bool:
         """Pick up an edited keyring file. Returns True when the keyring changed."""
@@ -164,9 +208,18 @@ class Sealer:
         body: bytes | memoryview = b"",
         *,
         time_us: int | None = None,
+        deliver: Deliver | None = None,
     ) -> list[SealedObject]:
         """Seal one payload. Returns it last, after any keyring or notice objects the
-        stream needs first (a changed keyring, a restart after a crash)."""
+        stream needs first (a changed keyring, a restart after a crash).
+
+        Without ``deliver`` every object is spent at once and the chain head is
+        recorded without an fsync (``close`` makes it durable): for callers that keep
+        the objects themselves. With ``deliver``, see ``Deliver``: an object the
+        callback does not commit is not spent and not returned, an announcement not
+        committed is offered again with the next seal, and an exception from the
+        callback propagates after everything committed before it stays spent.
+        """
         self.reload_keyring()
         if not self.keyring.recipients:
             raise NoRecipients("no phone is enrolled: nothing sealed, nobody could open it")
@@ -182,17 +235,28 @@ class Sealer:
         out = []
         while self._announce:
             k, m, b = self._announce[0]
-            out.append(self._seal_one(k, fmt.encode_meta(m), b, when))
+            sealed = self._seal_one(k, fmt.encode_meta(m), b, when, deliver)
+            if sealed is None:
+                return out
+            out.append(sealed)
             self._announce.pop(0)
-        out.append(self._seal_one(kind, encoded, body, when))
+        sealed = self._seal_one(kind, encoded, body, when, deliver)
+        if sealed is not None:
+            out.append(sealed)
         return out
 
     def seal_notice(self, meta: Mapping[str, Any]) -> list[SealedObject]:
         return self.seal(Kind.NOTICE, meta)
 
     def _seal_one(
-        self, kind: Kind, meta: bytes, body: bytes | memoryview, time_us: int
-    ) -> SealedObject:
+        self,
+        kind: Kind,
+        meta: bytes,
+        body: bytes | memoryview,
+        time_us: int,
+        deliver: Deliver | None,
+    ) -> SealedObject | None:
+        self._sealed_any = True
         seq = self._sequence.peek()
         if self._wrappers[0] is not self.keyring:
             self._wrappers = (self.keyring, _wrappers(self.keyring))
@@ -208,12 +272,30 @@ class Sealer:
             time_us,
             self._random,
         )
+        sealed = SealedObject(self.device_id, seq, kind, data)
+        if deliver is None:
+            self._spend(sealed, sync=False)
+            return sealed
+        committed: list[bool] = []
+
+        def commit() -> None:
+            if not committed:
+                self._spend(sealed, sync=True)
+                committed.append(True)
+
+        deliver(sealed, commit)
+        return sealed if committed else None
+
+    def _spend(self, sealed: SealedObject, *, sync: bool) -> None:
+        if sealed.seq != self._sequence.next:
+            raise SealingError(f"object {sealed.seq} is not the next in the chain")
+        chain = fmt.chain_hash(bytes(sealed.data[-fmt.SIGNATURE_LEN :]))
+        # The head first: if recording it fails, nothing is spent and the same
+        # number goes to the next object.
+        self._sequence.record(ChainHead(sealed.seq, chain), sync=sync)
         self._sequence.take()
-        signature = bytes(data[-fmt.SIGNATURE_LEN :])
-        self._prev = fmt.chain_hash(signature)
-        self._last_seq = seq
-        self._sequence.record(ChainHead(seq, self._prev))
-        return SealedObject(self.device_id, seq, kind, data)
+        self._prev = chain
+        self._last_seq = sealed.seq
 
     def close(self) -> None:
         """Persist the chain head and hand back unused sequence numbers."""

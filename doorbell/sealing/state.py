@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from doorbell.sealing.durable import write_atomic
+from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import KeyFileError, SealingError
 from doorbell.sealing.keyring import Keyring
 from doorbell.sealing.keys import DeviceSigningKey, read_key_file, save_key_file
@@ -129,14 +129,16 @@ class ChainHead:
 
 
 class SequenceFile:
-    """Durable sequence numbers without an fsync per object.
+    """Durable sequence numbers without an fsync of the sequence file per object.
 
     ``sequence.json`` holds the first number not yet promised to anyone. Numbers are
     reserved in blocks (one fsync per block), so after a crash the next run starts
     past every number the previous run could have used. ``head.bin`` remembers the
-    last object's chain hash in two checksummed slots written alternately in place
-    (one ``pwrite``, no fsync), so a torn write leaves the other slot valid; after
-    a power cut it may lag behind, which the restart notice announces.
+    last object's chain hash in two checksummed slots written alternately in place,
+    so a torn write leaves the other slot valid. ``record(..., sync=True)`` makes the
+    head durable before the caller lets the object leave the device: after a power
+    cut the head then names the newest object anyone could have received, and the
+    restart notice skips only numbers nobody ever saw.
     """
 
     def __init__(self, directory: Path, block: int = 1024) -> None:
@@ -191,13 +193,19 @@ class SequenceFile:
         return seq
 
     def record(self, head: ChainHead, *, sync: bool = False) -> None:
+        """Write ``head``; with ``sync`` it is on stable storage when this returns."""
         if self._head_fd is None:
+            created = not self._head_path.exists()
             self._head_fd = os.open(self._head_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if created:
+                # The file's name must survive a power cut as well as its bytes.
+                sync_directory(self._head_path.parent)
         body = head.seq.to_bytes(8, "big") + head.hash
         slot = body + hashlib.sha256(body).digest()[:8]
         os.pwrite(self._head_fd, slot, (head.seq % 2) * _HEAD_SLOT.size)
         if sync:
-            os.fsync(self._head_fd)
+            # fdatasync also flushes the file size when this write grew the file.
+            os.fdatasync(self._head_fd)
 
     def close(self) -> None:
         """Give back the unused part of the block so a clean restart leaves no gap."""
