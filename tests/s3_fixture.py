@@ -7,14 +7,21 @@ each test gets a bucket of its own on it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 from minio import Minio
 from moto.server import ThreadedMotoServer
+
+if TYPE_CHECKING:
+    from doorbell.transport.s3 import S3Sink
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,57 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def iam_enforced(endpoint: str) -> Iterator[None]:
+    """Make the moto server check every request against IAM, as AWS does, until exit.
+
+    moto allows everything by default; its ``reset-auth`` endpoint turns its IAM
+    simulation on for every request from then on (and back off here). Create users
+    before entering: with enforcement on, the "testing" key no longer exists.
+    """
+
+    def reset_auth(count: str) -> None:
+        request = urllib.request.Request(
+            f"http://{endpoint}/moto-api/reset-auth",
+            data=count.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    reset_auth("0")
+    try:
+        yield
+    finally:
+        reset_auth("inf")
+
+
+def iam_user(endpoint: str, name: str, policy: dict[str, object]) -> tuple[str, str]:
+    """A moto IAM user with ``policy`` as its only (inline) policy: its access key pair."""
+    import boto3  # moto's own dependency; only IAM set-up needs it
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=f"http://{endpoint}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def unreachable_s3_sink() -> S3Sink:
+    """The product's S3 sink pointed at a loopback port nothing listens on: a sink that is down."""
+    from doorbell.config.settings import S3SinkSettings
+    from doorbell.transport.s3 import S3Sink
+
+    settings = S3SinkSettings(
+        enabled=True, endpoint=f"127.0.0.1:{closed_port()}", bucket="doorbell", secure=False
+    )
+    return S3Sink(settings, environ={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})

@@ -75,6 +75,20 @@ def spool_files(spool_dir: Path) -> dict[str, set[str]]:
     return found
 
 
+def without_free_space(stats: dict[str, object]) -> dict[str, object]:
+    """``stats()`` without the file system's free space, which every other writer moves."""
+    return {key: value for key, value in stats.items() if key != "free_bytes"}
+
+
+def on_disk(spool_dir: Path, sealed: SealedObject) -> set[str]:
+    """Where ``sealed`` has a file in the spool (its object file and its queue links)."""
+    return {
+        str(path.parent.relative_to(spool_dir))
+        for path in spool_dir.rglob(f"*{sealed.name}*")
+        if path.is_file()
+    }
+
+
 # -- durability ---------------------------------------------------------------------------
 
 
@@ -99,10 +113,17 @@ def test_put_is_durable_in_the_commit_order(
         trace.append(("rename", str(src), str(dst)))
         real_rename(src, dst)
 
+    def durable() -> None:
+        # Committed, yet no uploader can see it: the head it records is on disk first.
+        trace.append(("durable",))
+        assert spool.pending("a") == spool.pending("b") == []
+        assert spool.wait("a", 0) is False
+        assert spool.count == 0
+
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(os, "rename", rename)
-    assert spool.put(sealed, CLIP, ["a", "b"]) == []
+    assert spool.put(sealed, CLIP, ["a", "b"], durable=durable) == []
     monkeypatch.undo()
 
     [obj] = spool.pending("a")
@@ -116,6 +137,7 @@ def test_put_is_durable_in_the_commit_order(
         ("fsync", str(queue_b)),
         ("rename", tmp, str(obj.path)),  # ... before the commit can be
         ("fsync", str(spool_dir / "objects")),
+        ("durable",),  # committed and on disk, not yet queued in memory
     ]
     assert obj.read() == bytes(sealed.data)
     assert (obj.name, obj.seq, obj.kind, obj.cls, obj.size) == (
@@ -141,6 +163,61 @@ def test_put_is_durable_in_the_commit_order(
     spool.close()
 
 
+def test_a_durable_callback_that_raises_leaves_nothing_spooled(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    kept, failed = seal(), seal()
+    calls: list[str] = []
+
+    def head_not_written() -> None:
+        calls.append("durable")
+        raise OSError(5, "the chain head could not be written")
+
+    with Spool(spool_dir, BIG, ["a", "b"]) as spool:
+        spool.put(kept, CLIP, ["a", "b"])
+        with pytest.raises(OSError, match="chain head"):
+            spool.put(failed, CLIP, ["a", "b"], durable=head_not_written)
+        assert calls == ["durable"]
+        assert pending_names(spool, "a") == pending_names(spool, "b") == [kept.name]
+        assert on_disk(spool_dir, failed) == set()
+        stats = spool.stats()
+        assert (stats["objects"], stats["put_failures"]) == (1, 1)
+        assert failed.name in stats["last_put_error"] and "chain head" in stats["last_put_error"]
+        assert stats["full"] is False  # not for want of space
+        # Nothing of it counts as spooled: the same object can be put again.
+        spool.put(failed, CLIP, ["a"], durable=lambda: calls.append("again"))
+        assert calls == ["durable", "again"]
+        assert pending_names(spool, "a") == names([kept, failed])
+    with Spool(spool_dir, BIG, ["a", "b"]) as spool:
+        assert pending_names(spool, "b") == [kept.name]
+
+
+def test_an_object_for_no_sink_is_not_stored_and_not_made_durable(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    with Spool(spool_dir, BIG, ["a"]) as spool:
+        assert spool.put(seal(), ESS, [], durable=lambda: pytest.fail("durable called")) == []
+        assert spool.count == 0 and spool_files(spool_dir) == {}
+
+
+def test_newest_names_the_head_of_what_is_still_on_disk(
+    spool_dir: Path, sealer: Sealer, seal: Callable[..., SealedObject]
+) -> None:
+    older, newer = seal(), seal()
+    with Spool(spool_dir, len(older.data), ["a"]) as spool:
+        assert spool.newest(sealer.device_id) is None
+        spool.put(older, CONT, ["a"])
+        [eviction] = spool.put(newer, CONT, ["a"])  # older is evicted, not yet announced
+        head = spool.newest(sealer.device_id)
+        assert head is not None and (head.seq, head.hash.hex()) == (newer.seq, chain_hash(newer))
+        assert spool.newest(bytes(32)) is None  # another device's objects only
+        spool.done("a", spool.pending("a")[0])
+        head = spool.newest(sealer.device_id)  # the evicted object is still on disk
+        assert head is not None and (head.seq, head.hash.hex()) == (older.seq, chain_hash(older))
+        spool.announced([eviction])
+        assert spool.newest(sealer.device_id) is None
+
+
 def test_restart_sees_the_same_queues(spool_dir: Path, seal: Callable[..., SealedObject]) -> None:
     objs = [seal(), seal(kind=Kind.EVENT), seal(), seal(kind=Kind.INIT)]
     with Spool(spool_dir, BIG, ["a", "b"]) as spool:
@@ -150,11 +227,11 @@ def test_restart_sees_the_same_queues(spool_dir: Path, seal: Callable[..., Seale
         spool.put(objs[3], CLIP, ["a", "b"])
         spool.done("b", spool.pending("b")[0])
         before = {sink: spool.pending(sink) for sink in ("a", "b")}
-        stats = spool.stats()
+        stats = without_free_space(spool.stats())
 
     with Spool(spool_dir, BIG, ["a", "b"]) as spool:
         assert {sink: spool.pending(sink) for sink in ("a", "b")} == before
-        assert spool.stats() == stats
+        assert without_free_space(spool.stats()) == stats
         assert pending_names(spool, "a") == names([objs[0], objs[1], objs[3]])
         assert pending_names(spool, "b") == names([objs[2], objs[3]])
         assert [o.kind for o in spool.pending("a")] == [Kind.SEGMENT, Kind.EVENT, Kind.INIT]
@@ -294,24 +371,96 @@ def test_each_sink_has_its_own_queue_position(
         assert spool.count == 2
 
 
-def test_an_unconfigured_sink_is_dropped_and_a_new_one_gets_only_new_objects(
+def only(*kinds: Kind) -> Callable[[str, Kind], bool]:
+    """``wants`` for a spool whose sink ``m`` (an MQTT link) takes only ``kinds``."""
+    return lambda sink, kind: sink != "m" or kind in kinds
+
+
+def test_a_removed_sinks_queue_is_handed_over_to_the_sinks_that_take_its_kinds(
     spool_dir: Path, seal: Callable[..., SealedObject], caplog: pytest.LogCaptureFixture
 ) -> None:
-    shared, only_b, new = seal(), seal(), seal()
+    shared, only_b, ring, new = seal(), seal(), seal(kind=Kind.EVENT), seal()
     with Spool(spool_dir, BIG, ["a", "b"]) as spool:
         spool.put(shared, CLIP, ["a", "b"])
         spool.put(only_b, CLIP, ["b"])
-    with caplog.at_level(logging.WARNING), Spool(spool_dir, BIG, ["a", "c"]) as spool:
-        assert "sink 'b' is no longer configured: dropping its queue of 2 object(s)" in caplog.text
+        spool.put(ring, ESS, ["b"])
+    with (
+        caplog.at_level(logging.WARNING),
+        Spool(spool_dir, BIG, ["a", "m"], wants=only(Kind.EVENT)) as spool,
+    ):
+        assert "sink 'b' is no longer configured: handed 3 object(s)" in caplog.text
         assert not (spool_dir / "queues" / "b").exists()
-        assert pending_names(spool, "a") == [shared.name]
-        assert pending_names(spool, "c") == []
-        # Nothing else wanted only_b: it no longer takes space.
-        assert spool.count == 1
-        assert {p.name.split(".", 3)[3] for p in (spool_dir / "objects").iterdir()} == {shared.name}
-        spool.put(new, CLIP, ["a", "c"])
-        assert pending_names(spool, "c") == [new.name]
-        assert pending_names(spool, "a") == [shared.name, new.name]
+        # a already held shared; it gets what only b owed; m gets the event it takes.
+        assert pending_names(spool, "a") == names([shared, only_b, ring])
+        assert pending_names(spool, "m") == [ring.name]
+        assert [o.read() for o in spool.pending("a")] == [
+            bytes(o.data) for o in (shared, only_b, ring)
+        ]
+        assert spool.count == 3 and spool.stats()["removed_sinks"] == {}
+        spool.put(new, CLIP, ["a"])
+        assert pending_names(spool, "m") == [ring.name]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), Spool(spool_dir, BIG, ["a", "m"]) as spool:
+        assert caplog.text == ""  # handed over once, durably
+        assert pending_names(spool, "a") == names([shared, only_b, ring, new])
+        for obj in spool.pending("a"):
+            spool.done("a", obj)
+        assert pending_names(spool, "m") == [ring.name] and spool.count == 1
+        spool.done("m", spool.pending("m")[0])
+        assert spool.count == 0 and spool_files(spool_dir) == {}
+
+
+def test_a_removed_sinks_objects_no_sink_takes_are_kept_and_reported_every_start(
+    spool_dir: Path, seal: Callable[..., SealedObject], caplog: pytest.LogCaptureFixture
+) -> None:
+    segment, ring, notice = seal(), seal(kind=Kind.EVENT), seal(kind=Kind.NOTICE)
+    with Spool(spool_dir, BIG, ["b"]) as spool:
+        spool.put(segment, CLIP, ["b"])
+        spool.put(ring, ESS, ["b"])
+        spool.put(notice, ESS, ["b"])
+    kept = {segment.name, notice.name}
+    for _ in range(2):
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING),
+            Spool(spool_dir, BIG, ["m"], wants=only(Kind.EVENT)) as spool,
+        ):
+            assert (
+                "sink 'b' is no longer configured and no configured sink takes 2 object(s) "
+                "of its queue (notice, segment): keeping" in caplog.text
+            )
+            queue_b = spool_dir / "queues" / "b"
+            assert {p.name.split(".", 3)[3] for p in queue_b.iterdir()} == kept
+            assert spool.stats()["removed_sinks"] == {
+                "b": {"objects": 2, "bytes": len(segment.data) + len(notice.data)}
+            }
+            for obj in spool.pending("m"):  # the event, handed over on the first start
+                spool.done("m", obj)
+            # Neither the kept objects nor their files go when the last configured sink
+            # has taken everything.
+            assert spool.count == 2
+            assert {p.name.split(".", 3)[3] for p in (spool_dir / "objects").iterdir()} == kept
+    with Spool(spool_dir, BIG, ["b"]) as spool:  # the sink comes back: it delivers them
+        assert pending_names(spool, "b") == names([segment, notice])
+        assert [o.read() for o in spool.pending("b")] == [bytes(segment.data), bytes(notice.data)]
+
+
+def test_a_kept_object_may_be_evicted_and_goes_once_announced(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    segment, ring = seal(), seal(kind=Kind.EVENT)
+    with Spool(spool_dir, BIG, ["b"]) as spool:
+        spool.put(segment, CONT, ["b"])
+    with Spool(spool_dir, len(segment.data), ["m"], wants=only(Kind.EVENT)) as spool:
+        [eviction] = spool.put(ring, ESS, ["m"])
+        assert (eviction.first, eviction.cls) == (segment.seq, CONT)
+        assert on_disk(spool_dir, segment) == {"objects", "queues/b"}  # until announced
+        spool.announced([eviction])
+        assert on_disk(spool_dir, segment) == set()
+        assert spool.stats()["removed_sinks"] == {}
+    with Spool(spool_dir, BIG, ["m"]) as spool:
+        assert not (spool_dir / "queues" / "b").exists()  # empty: nothing to keep
+        assert pending_names(spool, "m") == [ring.name]
 
 
 # -- quota --------------------------------------------------------------------------------
@@ -371,27 +520,91 @@ def test_evictions_merge_consecutive_seqs_and_name_the_chain_hash(
     spool.close()
 
 
-def test_evicted_files_go_only_once_the_next_object_is_durable(
+def test_evicted_files_stay_until_announced_and_a_crash_before_redelivers_them(
     spool_dir: Path, seal: Callable[..., SealedObject]
 ) -> None:
-    n1, n2, notice, n3 = seal(), seal(), seal(kind=Kind.NOTICE), seal()
+    n1, n2, ring, notice, n3 = seal(), seal(), seal(kind=Kind.EVENT), seal(kind=Kind.NOTICE), seal()
     size = len(n1.data)
     with Spool(spool_dir, size, ["a"]) as spool:
         spool.put(n1, CONT, ["a"])
         [eviction] = spool.put(n2, CONT, ["a"])
-        assert eviction.first == n1.seq
-        assert pending_names(spool, "a") == [n2.name]
+        assert (eviction.first, eviction.last, eviction.reason) == (n1.seq, n1.seq, "quota")
+        assert pending_names(spool, "a") == [n2.name]  # no uploader starts on it ...
+        assert on_disk(spool_dir, n1) == {"objects", "queues/a"}  # ... but its files stay
+        # Other puts (an event, anything but the notice) do not delete them either.
+        assert [e.first for e in spool.put(ring, ESS, ["a"])] == [n2.seq]
+        assert on_disk(spool_dir, n1) == on_disk(spool_dir, n2) == {"objects", "queues/a"}
+        assert spool.put(n1, CONT, ["a"]) == []  # still known: not spooled twice
+        assert spool.stats()["unannounced"] == {"objects": 2, "bytes": 2 * size}
         # Crash before the "discarded" notice is spooled: no unexplained gap on disk.
     with Spool(spool_dir, size, ["a"]) as spool:
-        assert pending_names(spool, "a") == [n1.name, n2.name]
-        [eviction] = spool.put(notice, ESS, ["a"])  # evicts n1 again, n2 next
+        assert pending_names(spool, "a") == names([n1, n2, ring])
+        assert [o.read() for o in spool.pending("a")[:2]] == [bytes(n1.data), bytes(n2.data)]
+        [eviction] = spool.put(notice, ESS, ["a"])  # evicted again, announced this time
         assert (eviction.first, eviction.last) == (n1.seq, n2.seq)
+        assert on_disk(spool_dir, n1) == {"objects", "queues/a"}
+        spool.announced([eviction])
+        assert on_disk(spool_dir, n1) == on_disk(spool_dir, n2) == set()
+        assert spool.stats()["unannounced"] == {"objects": 0, "bytes": 0}
+        spool.announced([eviction])  # announcing twice is harmless
         spool.put(n3, CONT, ["a"])
-        assert pending_names(spool, "a") == [notice.name, n3.name]
+        assert pending_names(spool, "a") == names([ring, notice, n3])
     with Spool(spool_dir, size, ["a"]) as spool:
-        # The notice was durable before n1 and n2 were deleted; they stay gone.
-        assert pending_names(spool, "a") == [notice.name, n3.name]
+        # Announced evictions stay gone.
+        assert pending_names(spool, "a") == names([ring, notice, n3])
         assert spool_files(spool_dir)["objects"] == {o.path.name for o in spool.pending("a")}
+
+
+def test_make_room_evicts_for_free_space_in_eviction_order_never_essentials(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    ring, c1, n2, c3, n4 = seal(kind=Kind.EVENT), seal(), seal(), seal(), seal()
+    # A reserve no disk has: every evictable object must go, and the spool is full.
+    with Spool(spool_dir, BIG, ["a"], reserve_bytes=1 << 62) as spool:
+        for sealed, cls in ((ring, ESS), (c1, CLIP), (n2, CONT), (c3, CLIP), (n4, CONT)):
+            assert spool.put(sealed, cls, ["a"]) == []  # the reserve never refuses a put
+        assert spool.stats()["full"] is False  # still something to evict
+        evictions = spool.make_room(1000)
+        assert [(e.first, e.last, e.cls, e.reason) for e in evictions] == [
+            (n2.seq, n2.seq, CONT, "disk-full"),
+            (n4.seq, n4.seq, CONT, "disk-full"),
+            (c1.seq, c1.seq, CLIP, "disk-full"),
+            (c3.seq, c3.seq, CLIP, "disk-full"),
+        ]
+        assert evictions[0].last_hash == chain_hash(n2)
+        assert pending_names(spool, "a") == [ring.name]
+        stats = spool.stats()
+        assert stats["full"] is True and stats["reserve_bytes"] == 1 << 62
+        assert stats["free_bytes"] > 0
+        assert spool.make_room(1000) == []
+        spool.announced(evictions)
+        assert spool_files(spool_dir)["objects"] == {spool.pending("a")[0].path.name}
+    # Plenty of room: nothing to do.
+    with Spool(spool_dir, BIG, ["a"], reserve_bytes=0) as spool:
+        spool.put(seal(), CONT, ["a"])
+        assert spool.make_room(0) == []
+        assert spool.stats()["full"] is False
+    with pytest.raises(ValueError, match="negative"):
+        Spool(spool_dir, BIG, ["a"], reserve_bytes=-1)
+
+
+def test_an_object_a_sink_is_storing_is_not_evicted(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    n1, n2, n3 = seal(), seal(), seal()
+    with Spool(spool_dir, len(n1.data), ["a"]) as spool:
+        spool.put(n1, CONT, ["a"])
+        [claimed] = spool.pending("a")
+        assert spool.claim("a", claimed)
+        # n1 is being handed to the sink: the quota takes the next oldest instead.
+        assert spool.put(n2, CONT, ["a"]) == []
+        assert [e.first for e in spool.put(n3, CONT, ["a"])] == [n2.seq]
+        spool.release("a")  # the sink failed: n1 may go now
+        assert [e.first for e in spool.put(seal(kind=Kind.NOTICE), ESS, ["a"])] == [
+            n1.seq,
+            n3.seq,
+        ]
+        assert not spool.claim("a", claimed)  # evicted: its uploader must not send it
 
 
 # -- uploaders ----------------------------------------------------------------------------
@@ -659,6 +872,29 @@ def test_an_object_evicted_while_its_delivery_backs_off_is_skipped(
     spool.close()
 
 
+def test_an_object_a_sink_is_storing_is_not_evicted_under_it(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    n1, n2, notice = seal(), seal(), seal(kind=Kind.NOTICE)
+    spool = Spool(spool_dir, len(n1.data), ["svc"])
+    spool.put(n1, CONT, ["svc"])
+    sink = ServiceSink("svc")
+    sink.gate = threading.Event()
+    uploader = Uploader(spool, sink)
+    uploader.start()
+    try:
+        assert sink.wait_until(lambda: sink.attempts == 1)  # n1 is inside deliver()
+        assert spool.put(n2, CONT, ["svc"]) == []  # over quota, but n1 is being stored
+        assert [(e.first, e.last) for e in spool.put(notice, ESS, ["svc"])] == [(n2.seq, n2.seq)]
+    finally:
+        sink.gate.set()
+    assert sink.wait_until(lambda: len(sink.stored) == 2)
+    assert uploader.stop(TIMEOUT)
+    # What reached the sink and what a notice calls discarded never overlap.
+    assert sink.names == [n1.name, notice.name]
+    spool.close()
+
+
 def test_wait_wakes_on_put_and_on_interrupt(
     spool_dir: Path, seal: Callable[..., SealedObject]
 ) -> None:
@@ -726,4 +962,42 @@ def test_an_object_file_removed_by_hand_is_skipped_not_retried_for_ever(
     assert uploader.status().skipped == 1
     assert spool.pending("svc") == [] and spool.count == 0
     assert f"{objs[1].name} is no longer in the spool; skipped" in caplog.text
+    spool.close()
+
+
+def test_uploader_status_says_since_when_a_sink_fails_and_what_waits(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    objs = [seal(), seal()]
+    spool = Spool(spool_dir, BIG, ["svc"])
+    for sealed in objs:
+        spool.put(sealed, CLIP, ["svc"])
+    sink = ServiceSink("svc", failures=2)
+    wall = [1_700_000_000.0]
+
+    def during_backoff() -> tuple[int, float | None, int, str | None]:
+        status = uploader.status()
+        wall[0] += 60  # a minute passes in each backoff
+        return status.failures, status.failing_since, status.pending, status.last_error
+
+    sleep = RecordingEvent(during_backoff)
+    uploader = Uploader(spool, sink, wall_clock=lambda: wall[0], sleep_event=sleep)
+    status = uploader.status()
+    assert (status.pending, status.pending_bytes) == (2, sum(len(o.data) for o in objs))
+    assert (status.failing_since, status.last_delivered) == (None, None)
+    uploader.start()
+    assert sink.wait_until(lambda: len(sink.stored) == 2)
+    assert uploader.stop(TIMEOUT)
+    # Failing since the first failure, not the latest; everything still waiting.
+    assert sleep.observed == [
+        (1, 1_700_000_000.0, 2, "SinkUnavailable: service down (attempt 1)"),
+        (2, 1_700_000_000.0, 2, "SinkUnavailable: service down (attempt 2)"),
+    ]
+    status = uploader.status()
+    assert (status.failures, status.failing_since, status.last_delivered) == (
+        0,
+        None,
+        1_700_000_120.0,
+    )
+    assert (status.pending, status.pending_bytes, status.delivered) == (0, 0, 2)
     spool.close()

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doorbell.config import ConfigError, Settings, load_settings
+from doorbell.config.settings import S3SinkSettings
 from doorbell.cpu import has_aes
 from doorbell.sealing import (
     DeviceSigningKey,
@@ -27,6 +29,10 @@ from doorbell.sealing import (
 from doorbell.sealing.sealer import seal_bytes
 from doorbell.sealing.state import DEVICE_KEY
 
+if TYPE_CHECKING:
+    # Imported where used: minio is slow to import and only the S3 checks need it.
+    from doorbell.transport.s3 import S3Sink
+
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 
@@ -35,6 +41,15 @@ class Check:
     name: str
     verdict: str
     detail: str
+
+
+# Where the README explains how to make the bucket tamper-proof.
+BUCKET_POLICY_DOC = "README.md, 'A bucket the doorbell cannot empty'"
+# A sink failing for longer than this is a FAIL: the footage stays on the doorbell, where
+# a thief takes it along, and the spool fills. A shorter outage (a router rebooting) is
+# a WARN.
+SINK_FAILING_FAIL_AFTER = 15 * 60
+_SEVERITY = {PASS: 0, WARN: 1, FAIL: 2}
 
 
 def run_checks(config: Path | None) -> list[Check]:
@@ -61,9 +76,11 @@ def run_checks(config: Path | None) -> list[Check]:
         _free_space,
         _s3,
         _mqtt,
+        _running_daemon,
     ):
         try:
-            checks.append(check(settings))
+            result = check(settings)
+            checks.extend(result if isinstance(result, list) else [result])
         except Exception as exc:  # one broken check must not hide the others
             checks.append(
                 Check(check.__name__.strip("_").replace("_", " "), FAIL, f"check failed: {exc}")
@@ -211,25 +228,52 @@ def _free_space(settings: Settings) -> Check:
     return Check("space", FAIL, detail)
 
 
-def _s3(settings: Settings) -> Check:
+def _s3(settings: Settings) -> list[Check]:
+    """Whether the bucket answers, and whether the doorbell's key could empty it."""
     s3 = settings.sinks.s3
     if not s3.enabled:
-        return Check("s3", PASS, "not used (sinks.s3.enabled is false)")
+        return [Check("s3", PASS, "not used (sinks.s3.enabled is false)")]
     from doorbell.transport.s3 import S3Sink
-    from doorbell.transport.sink import SinkUnavailable
 
     try:
         sink = S3Sink(s3)
-        try:
-            sink.check()
-        finally:
-            sink.close()
+    except ConfigError as exc:
+        return [Check("s3", FAIL, str(exc))]
+    try:
+        return [_bucket_reachable(sink, s3), _bucket_delete(sink, s3)]
+    finally:
+        sink.close()
+
+
+def _bucket_reachable(sink: S3Sink, s3: S3SinkSettings) -> Check:
+    from doorbell.transport.sink import SinkUnavailable
+
+    try:
+        sink.check()
     except SinkUnavailable as exc:
         return Check("s3", FAIL, f"{s3.endpoint}: {exc} (the spool keeps footage meanwhile)")
     except ConfigError as exc:
         return Check("s3", FAIL, str(exc))
     where = "https" if s3.secure else "http, no TLS"
     return Check("s3", PASS, f"bucket {s3.bucket} reachable at {s3.endpoint} ({where})")
+
+
+def _bucket_delete(sink: S3Sink, s3: S3SinkSettings) -> Check:
+    from doorbell.transport.sink import SinkUnavailable
+
+    try:
+        allowed = sink.can_delete()
+    except SinkUnavailable as exc:
+        return Check("bucket", WARN, f"cannot tell whether the credentials can delete: {exc}")
+    if allowed:
+        return Check(
+            "bucket",
+            WARN,
+            f"the doorbell's credentials can delete objects in {s3.bucket}: whoever takes "
+            "the doorbell (and its key) can delete footage from the bucket; give it a "
+            f"put-only key and Object Lock ({BUCKET_POLICY_DOC})",
+        )
+    return Check("bucket", PASS, f"the doorbell's credentials cannot delete in {s3.bucket}")
 
 
 def _mqtt(settings: Settings) -> Check:
@@ -250,3 +294,99 @@ def _mqtt(settings: Settings) -> Check:
     if notes:
         return Check("mqtt", WARN, f"{detail}; " + "; ".join(notes))
     return Check("mqtt", PASS, detail)
+
+
+def _running_daemon(settings: Settings) -> list[Check]:
+    """The spool and the sinks, as the running daemon sees them (its control socket)."""
+    from doorbell.daemon.control import SOCKET_NAME, ControlError, send_command
+
+    try:
+        reply = send_command(settings.runtime_dir / SOCKET_NAME, "status", timeout=5)
+    except ControlError as exc:
+        return [Check("daemon", WARN, f"{exc}: the spool and the sinks were not checked")]
+    status = reply.get("status")
+    if not isinstance(status, dict):
+        return [Check("daemon", WARN, "the daemon's status is unreadable")]
+    return [_spool_check(status.get("spool")), _sinks_check(status.get("sinks"), time.time())]
+
+
+def _spool_check(spool: object) -> Check:
+    """The ``spool`` part of the daemon's status as one verdict."""
+    if not isinstance(spool, dict):
+        return Check("spool", WARN, "the daemon has no spool yet (starting?)")
+    verdict, notes = PASS, []
+    free, reserve = spool.get("free_bytes"), spool.get("reserve_bytes", 0)
+    if spool.get("full"):
+        verdict = FAIL
+        notes.append(
+            "FULL: nothing left to evict and no room for new footage or events; free space "
+            "on the state directory's file system, or get a sink delivering again"
+        )
+    elif isinstance(free, int) and free < reserve:
+        verdict = WARN
+        notes.append(f"free space below the reserve of {_size(reserve)}: old footage is evicted")
+    for sink, kept in sorted((spool.get("removed_sinks") or {}).items()):
+        verdict = _worse(verdict, WARN)
+        notes.append(
+            f"{kept['objects']} object(s) wait for sink {sink!r}, which is no longer "
+            "configured and whose objects no configured sink takes"
+        )
+    if spool.get("put_failures"):
+        verdict = _worse(verdict, WARN)
+        notes.append(
+            f"{spool['put_failures']} object(s) could not be spooled since the daemon "
+            f"started (last: {spool.get('last_put_error')})"
+        )
+    summary = f"{spool.get('objects', 0)} object(s), {_size(spool.get('bytes', 0))} waiting"
+    if isinstance(free, int):
+        summary += f", {_size(free)} free (reserve {_size(reserve)})"
+    return Check("spool", verdict, "; ".join([*notes, summary]))
+
+
+def _sinks_check(sinks: object, now: float) -> Check:
+    """The uploaders in the daemon's status as one verdict: which sink fails, since when."""
+    if not isinstance(sinks, dict) or not sinks:
+        return Check("sinks", WARN, "the daemon reports no sink")
+    verdict, parts = PASS, []
+    for name, sink in sorted(sinks.items()):
+        waiting = (
+            f"{sink.get('pending', 0)} object(s), {_size(sink.get('pending_bytes', 0))} waiting"
+        )
+        if not sink.get("running"):
+            verdict = FAIL
+            parts.append(f"{name}: its uploader has stopped; {waiting}")
+        elif sink.get("failures"):
+            since = sink.get("failing_since")
+            if isinstance(since, (int, float)):
+                age = max(0.0, now - since)
+                when = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M UTC")
+                failing = f"failing since {when} ({_duration(age)})"
+                long_failing = age >= SINK_FAILING_FAIL_AFTER
+            else:
+                failing, long_failing = "failing", False
+            verdict = _worse(verdict, FAIL if long_failing else WARN)
+            parts.append(
+                f"{name}: {failing}, {sink['failures']} attempt(s) in a row, last error "
+                f"{sink.get('last_error')}; {waiting}"
+            )
+        else:
+            parts.append(f"{name}: ok, {waiting}")
+    return Check("sinks", verdict, "; ".join(parts))
+
+
+def _worse(a: str, b: str) -> str:
+    return a if _SEVERITY[a] >= _SEVERITY[b] else b
+
+
+def _size(nbytes: int) -> str:
+    if nbytes >= 10 * 2**30:
+        return f"{nbytes / 2**30:.1f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
@@ -133,6 +134,26 @@ class S3Sink:
             raise S3ConfigError(
                 "sinks.s3.bucket", f"the bucket {self.bucket!r} does not exist at {self.endpoint}"
             )
+
+    def can_delete(self) -> bool:
+        """Whether these credentials may delete objects in the bucket, for ``doorbell doctor``.
+
+        Sends a DeleteObject for a random key under the prefix that does not exist: S3
+        answers 204 when deleting is allowed and 403 (AccessDenied) when it is denied,
+        and deletes nothing either way. On a versioned bucket an allowed probe leaves a
+        delete marker on that random key, which hides nothing. Raises `SinkUnavailable`
+        when the endpoint does not answer the question.
+        """
+        key = f"{self.prefix}doorbell-doctor-probe-{secrets.token_hex(16)}"
+        try:
+            self._client.remove_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code == "AccessDenied":
+                return False
+            raise SinkUnavailable(f"{self.where}: {_reason(exc)}") from exc
+        except _FAILURES as exc:
+            raise SinkUnavailable(f"{self.where}: {_reason(exc)}") from exc
+        return True
 
     def close(self) -> None:
         self._http.clear()

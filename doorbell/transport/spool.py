@@ -17,17 +17,28 @@ renames it to ``objects/<file>`` and fsyncs ``objects/``. That rename is the com
 queue link counts only if ``objects/`` holds a committed file of the same name and inode.
 On open the spool therefore removes temporary files and every queue link without its
 committed object (a put that did not finish: not spooled for any sink), and deletes every
-committed object no queue links to any more (all its sinks confirmed, or the sinks still
-owing it were removed from the configuration). Because the links are durable before the
-rename can be, a committed object always has all its links: it is spooled for every one of
-its sinks, and stays until each of them confirmed. ``done`` unlinks without an fsync: if a
-power cut undoes the unlink, the object is delivered again, which sinks must tolerate.
+committed object no queue links to any more (all its sinks confirmed). Because the links
+are durable before the rename can be, a committed object always has all its links: it is
+spooled for every one of its sinks, and stays until each of them confirmed. ``done``
+unlinks without an fsync: if a power cut undoes the unlink, the object is delivered
+again, which sinks must tolerate.
 
-Quota eviction removes objects from the queues at once, but deletes their files only at the
-*next* ``put``, after that object is durable. The caller puts the ``discarded`` notice for
-the evictions next, so a crash can never leave a gap the phones were not told about: until
-the notice is on disk the evicted objects are still there, and a restarted spool delivers
-them (or evicts them again, announcing it again).
+The caller's ``durable`` callback runs after the commit and before the object enters any
+queue in memory, so nothing can be uploaded before it returned: the daemon makes the
+sealer's chain head durable there. If it raises, the object is removed again.
+
+Eviction, by the quota (``put``) or for free space (``make_room``), takes objects out of
+the queues at once, so no uploader starts on them, but deletes their files only when the
+caller says the ``discarded`` notice for them is durable (``announced``). A crash before
+that can never leave a gap the phones were not told about: the evicted objects are still
+on disk with their queue links, and a restarted spool delivers them (or evicts them
+again, and they are announced then).
+
+A queue whose sink is no longer configured is handed over on open: each of its objects
+gets a link in every configured sink that takes its kind (``wants``) and lacks one, then
+loses its old link. Objects no configured sink takes stay in the old queue, untouched and
+reported at every start, until the sink comes back, they are evicted and announced, or
+the owner removes the directory by hand.
 
 Requires a file system with hard links (ext4 on the SD card, not FAT).
 """
@@ -36,20 +47,20 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import itertools
 import logging
 import os
 import re
-import shutil
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from doorbell.sealing import Kind, SealedObject
+from doorbell.sealing import ChainHead, Kind, SealedObject, object_name
 from doorbell.sealing.durable import sync_directory
 from doorbell.sealing.format import SIGNATURE_LEN, chain_hash
 
@@ -58,13 +69,26 @@ log = logging.getLogger(__name__)
 _SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TMP_SUFFIX = ".tmp"
 
+# Free space kept for what must be written when the disk is nearly full: the
+# ``discarded`` notice that lets old footage go (a few KiB), a ring's event with its
+# JPEG snapshot (~60 KiB at the default 640 px, about 1 MiB at the 1920 px maximum),
+# keyring objects (at most 256 KiB), the sealer's state files, and the file-system
+# metadata for all of them. 8 MiB holds several rings and their notices while eviction
+# catches up, and is well under 0.1 % of any SD card a Pi boots from.
+DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+
+# Why objects were evicted: the ``reason`` of the ``discarded`` notice announcing them.
+QUOTA, DISK_FULL = "quota", "disk-full"
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 class SpoolError(Exception):
     """The spool cannot be used (another process holds it, or it was closed)."""
 
 
 class ObjectClass(enum.Enum):
-    """What an object is worth keeping for, which decides the order quota eviction takes it in."""
+    """What an object is worth keeping for, which decides the order eviction takes it in."""
 
     # Segments recorded outside any clip in continuous mode: evicted first.
     CONTINUOUS = "continuous"
@@ -90,22 +114,24 @@ class SpooledObject:
     path: Path
 
     def read(self) -> bytes:
-        """The sealed bytes. Raises FileNotFoundError once the object was evicted or done."""
+        """The sealed bytes. Raises FileNotFoundError once the object was deleted."""
         return self.path.read_bytes()
 
 
 @dataclass(frozen=True)
 class Eviction:
-    """A run of consecutive sequence numbers the quota evicted, all of one class.
+    """A run of consecutive sequence numbers evicted together, all of one class.
 
     ``last_hash`` is the hex chain hash of object ``last`` (docs/FORMAT.md section 6),
-    so the phones can follow the chain across the gap.
+    so the phones can follow the chain across the gap; ``reason`` is ``"quota"`` or
+    ``"disk-full"``, for the notice.
     """
 
     first: int
     last: int
     last_hash: str
     cls: ObjectClass
+    reason: str = QUOTA
 
     def as_range(self) -> dict[str, int | str]:
         """This eviction as one of the ``ranges`` of a ``discarded`` notice."""
@@ -115,6 +141,9 @@ class Eviction:
 # Objects are ordered by sequence number; the name breaks ties between devices (a
 # reset device starts again at 0) so two objects never share a key.
 _Key = tuple[int, str]
+# An object taken off the books, and the queues (configured or removed sinks) whose
+# links to it are deleted with it.
+_Victim = tuple[SpooledObject, tuple[str, ...]]
 
 
 def _key(obj: SpooledObject) -> _Key:
@@ -161,18 +190,44 @@ def _unlink(path: Path) -> None:
         log.error("spool: cannot remove %s: %s", path, exc.strerror)
 
 
+def _on_disk(size: int, block: int) -> int:
+    """What a file of ``size`` bytes occupies: whole blocks."""
+    return -(-size // block) * block
+
+
+def _every_sink_takes_everything(sink: str, kind: Kind) -> bool:
+    return True
+
+
 class Spool:
     """The on-disk outbox with one queue per sink, so a slow sink holds back only itself.
 
-    ``put`` is called by one thread (the daemon's main loop); each sink's uploader
-    thread calls ``pending``, ``done`` and ``wait`` for its own sink.
+    ``put``, ``make_room`` and ``announced`` are called by one thread (the daemon's main
+    loop); each sink's uploader thread calls ``pending``, ``claim``, ``release``,
+    ``done`` and ``wait`` for its own sink.
+
+    ``reserve_bytes`` is the free space ``make_room`` keeps on the file system for
+    small essential objects; ``wants(sink, kind)`` says whether a configured sink
+    takes objects of that kind (default: all of them), for handing over the queue of a
+    sink removed from the configuration.
     """
 
-    def __init__(self, directory: Path, quota_bytes: int, sinks: Iterable[str]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        quota_bytes: int,
+        sinks: Iterable[str],
+        *,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        wants: Callable[[str, Kind], bool] | None = None,
+    ) -> None:
         if quota_bytes <= 0:
             raise ValueError(f"spool quota must be positive, got {quota_bytes}")
+        if reserve_bytes < 0:
+            raise ValueError(f"spool reserve cannot be negative, got {reserve_bytes}")
         self.directory = Path(directory)
         self.quota_bytes = quota_bytes
+        self.reserve_bytes = reserve_bytes
         self.sinks: tuple[str, ...] = tuple(dict.fromkeys(sinks))
         for sink in self.sinks:
             if not _SINK_NAME.fullmatch(sink):
@@ -180,21 +235,32 @@ class Spool:
                     f"sink name {sink!r} cannot name a queue directory "
                     "(letters, digits, '_', '.', '-'; at most 64; not starting with a dot)"
                 )
+        self._wants = wants if wants is not None else _every_sink_takes_everything
         self._objects = self.directory / "objects"
         self._queues_dir = self.directory / "queues"
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        # Serialises puts, so the doomed list handed from one put to the next stays exact.
+        # Serialises puts and evictions: an object is judged against one state of the disk.
         self._put_lock = threading.Lock()
         self._index: dict[_Key, SpooledObject] = {}
         self._by_class: dict[ObjectClass, dict[_Key, SpooledObject]] = {c: {} for c in ObjectClass}
         self._queues: dict[str, dict[_Key, SpooledObject]] = {s: {} for s in self.sinks}
         self._queue_bytes = dict.fromkeys(self.sinks, 0)
         self._interrupted = dict.fromkeys(self.sinks, False)
+        # The object each sink's uploader is handing over right now: never evicted, so a
+        # notice cannot announce as discarded what a sink is in the middle of storing.
+        self._in_flight: dict[str, _Key] = {}
+        # Objects only the queues of removed sinks still link to (see the module docstring).
+        self._kept: dict[_Key, tuple[str, ...]] = {}
         self._size = 0
-        # Evicted by the last put, deleted by the next one (see the module docstring).
-        self._doomed: list[tuple[SpooledObject, tuple[str, ...]]] = []
+        # Evicted, files still on disk until ``announced`` (see the module docstring).
+        self._evicted: dict[_Key, _Victim] = {}
+        self._unannounced: dict[Eviction, list[_Key]] = {}
         self._over_quota_reported = False
+        self._short_of_space_reported = False
+        self._no_space = False  # the last put failed for want of space
+        self._put_failures = 0
+        self._last_put_error: str | None = None
         self._closed = False
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_file = self._lock_exclusive()
@@ -220,6 +286,10 @@ class Spool:
         """Bring the directory back to a committed state after whatever stopped the last run."""
         self._objects.mkdir(mode=0o700, exist_ok=True)
         self._queues_dir.mkdir(mode=0o700, exist_ok=True)
+        for sink in self.sinks:
+            # A new sink starts with an empty queue: it gets only objects put from now on
+            # (and what a removed sink hands over below).
+            (self._queues_dir / sink).mkdir(mode=0o700, exist_ok=True)
         leftovers = 0
         committed: dict[str, tuple[SpooledObject, int]] = {}
         for path in self._objects.iterdir():
@@ -235,20 +305,12 @@ class Spool:
                 continue
             committed[path.name] = (obj, st.st_ino)
 
-        queued: dict[str, list[SpooledObject]] = {s: [] for s in self.sinks}
-        for queue_dir in self._queues_dir.iterdir():
-            if queue_dir.name not in queued:
-                owed = sum(1 for _ in queue_dir.iterdir()) if queue_dir.is_dir() else 0
-                log.warning(
-                    "spool: sink %r is no longer configured: dropping its queue of %d object(s)",
-                    queue_dir.name,
-                    owed,
-                )
-                if queue_dir.is_dir() and not queue_dir.is_symlink():
-                    shutil.rmtree(queue_dir)
-                else:
-                    queue_dir.unlink()
+        queued: dict[str, list[SpooledObject]] = {}
+        for queue_dir in sorted(self._queues_dir.iterdir()):
+            if queue_dir.is_symlink() or not queue_dir.is_dir():
+                log.warning("spool: ignoring %s: not a queue directory", queue_dir)
                 continue
+            objs = queued.setdefault(queue_dir.name, [])
             for link in queue_dir.iterdir():
                 entry = committed.get(link.name)
                 if entry is None or link.lstat().st_ino != entry[1]:
@@ -257,8 +319,15 @@ class Spool:
                     _unlink(link)
                     leftovers += 1
                     continue
-                queued[queue_dir.name].append(entry[0])
+                objs.append(entry[0])
+        removed = {sink: objs for sink, objs in queued.items() if sink not in self._queues}
+        for sink, objs in removed.items():
+            self._hand_over(sink, objs, queued)
 
+        kept: dict[str, list[str]] = {}
+        for sink, objs in removed.items():
+            for obj in objs:
+                kept.setdefault(obj.path.name, []).append(sink)
         linked = {obj.path.name for objs in queued.values() for obj in objs}
         finished = 0
         for file_name, (obj, _) in sorted(committed.items()):
@@ -266,15 +335,15 @@ class Spool:
                 self._index[_key(obj)] = obj
                 self._by_class[obj.cls][_key(obj)] = obj
                 self._size += obj.size
+                if file_name in kept:
+                    self._kept[_key(obj)] = tuple(kept[file_name])
             else:
                 _unlink(obj.path)
                 finished += 1
-        for sink, objs in queued.items():
-            for obj in sorted(objs, key=_key):
+        for sink in self.sinks:
+            for obj in sorted(queued.get(sink, ()), key=_key):
                 self._queues[sink][_key(obj)] = obj
                 self._queue_bytes[sink] += obj.size
-            # A new sink starts with an empty queue: it gets only objects put from now on.
-            (self._queues_dir / sink).mkdir(mode=0o700, exist_ok=True)
         sync_directory(self._queues_dir)
         log.info(
             "spool %s: %d object(s), %d bytes waiting; removed %d file(s) of interrupted "
@@ -286,16 +355,90 @@ class Spool:
             finished,
         )
 
+    def _hand_over(
+        self, removed: str, objs: list[SpooledObject], queued: dict[str, list[SpooledObject]]
+    ) -> None:
+        """Give the objects queued for a sink no longer configured to the configured sinks.
+
+        ``objs`` is left holding what no configured sink takes: those links stay.
+        """
+        held = {sink: {o.path.name for o in queued.get(sink, ())} for sink in self.sinks}
+        moved: list[SpooledObject] = []
+        takers_used: set[str] = set()
+        for obj in objs:
+            holders = [s for s in self.sinks if obj.path.name in held[s]]
+            takers = [s for s in self.sinks if s not in holders and self._wants(s, obj.kind)]
+            if not holders and not takers:
+                continue
+            try:
+                for sink in takers:
+                    os.link(obj.path, self._queues_dir / sink / obj.path.name)
+                    queued.setdefault(sink, []).append(obj)
+                    held[sink].add(obj.path.name)
+                    takers_used.add(sink)
+            except OSError as exc:
+                log.error(
+                    "spool: cannot hand %s over from removed sink %r: %s; it stays queued there",
+                    obj.name,
+                    removed,
+                    exc,
+                )
+                continue
+            moved.append(obj)
+        # The new links are durable before the old ones go: a crash in between leaves an
+        # object queued twice (handed over again at the next start), never not at all.
+        for sink in sorted(takers_used):
+            sync_directory(self._queues_dir / sink)
+        queue_dir = self._queues_dir / removed
+        for obj in moved:
+            _unlink(queue_dir / obj.path.name)
+        moved_names = {obj.path.name for obj in moved}
+        objs[:] = [obj for obj in objs if obj.path.name not in moved_names]
+        if moved:
+            log.warning(
+                "spool: sink %r is no longer configured: handed %d object(s) of its queue "
+                "over to the configured sinks",
+                removed,
+                len(moved),
+            )
+        if objs:
+            kinds = sorted({obj.kind.name.lower() for obj in objs})
+            log.warning(
+                "spool: sink %r is no longer configured and no configured sink takes %d "
+                "object(s) of its queue (%s): keeping %s; configure the sink again to deliver "
+                "them, or remove that directory by hand to drop them (the phones will see a gap)",
+                removed,
+                len(objs),
+                ", ".join(kinds),
+                queue_dir,
+            )
+            sync_directory(queue_dir)
+            return
+        try:
+            queue_dir.rmdir()
+        except OSError as exc:
+            log.error("spool: cannot remove the empty queue %s: %s", queue_dir, exc.strerror)
+
     # -- the main thread -------------------------------------------------------------
 
-    def put(self, sealed: SealedObject, cls: ObjectClass, sinks: Iterable[str]) -> list[Eviction]:
+    def put(
+        self,
+        sealed: SealedObject,
+        cls: ObjectClass,
+        sinks: Iterable[str],
+        *,
+        durable: Callable[[], None] | None = None,
+    ) -> list[Eviction]:
         """Spool ``sealed`` for ``sinks``; it is durable when this returns.
 
-        Returns the evictions the quota forced (oldest continuous objects first, then
-        the oldest clip objects; never essential ones, never ``sealed`` itself). The
-        caller must put a ``discarded`` notice for them next: their files are deleted
-        only once the next object is durable. An object for no sink is not stored.
-        Raises OSError (with nothing left behind) when the object cannot be written.
+        ``durable`` is called once the object is committed on disk and before any
+        uploader can see it; if it raises, the object is removed again and the
+        exception propagates. Returns the evictions the quota forced (oldest continuous
+        objects first, then the oldest clip objects; never essential ones, never
+        ``sealed`` itself): the caller puts a ``discarded`` notice for them, then calls
+        ``announced``. An object for no sink is not stored (and ``durable`` not called).
+        Raises OSError (with nothing left behind) when the object cannot be written; the
+        reserve is never a reason to refuse.
         """
         targets = tuple(dict.fromkeys(sinks))
         for sink in targets:
@@ -311,21 +454,92 @@ class Spool:
             with self._lock:
                 if self._closed:
                     raise SpoolError(f"the spool {self.directory} is closed")
-                duplicate = _key(obj) in self._index or any(
-                    _key(d) == _key(obj) for d, _ in self._doomed
-                )
+                duplicate = _key(obj) in self._index or _key(obj) in self._evicted
             if duplicate:
                 log.warning("spool: %s is already spooled; not spooling it again", sealed.name)
                 return []
-            self._commit(obj, sealed.data, targets)
+            try:
+                self._commit(obj, sealed.data, targets)
+                if durable is not None:
+                    try:
+                        durable()
+                    except BaseException:
+                        self._remove_uncounted(obj, targets)
+                        raise
+            except Exception as exc:
+                with self._lock:
+                    self._put_failures += 1
+                    self._last_put_error = f"{sealed.name}: {type(exc).__name__}: {exc}"
+                    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+                        self._no_space = True
+                raise
             with self._changed:
+                self._no_space = False
                 self._add(obj, targets)
-                deletable, self._doomed = self._doomed, self._evict_for(obj)
-                evicted = list(self._doomed)
+                evicted = self._evict_for_quota(obj)
                 self._changed.notify_all()
-            for victim, victim_sinks in deletable:
-                self._delete_files(victim, victim_sinks)
-            return self._evictions(evicted)
+            return self._evictions(evicted, QUOTA)
+
+    def make_room(self, nbytes: int) -> list[Eviction]:
+        """Evict until the file system has room for ``nbytes`` plus the reserve.
+
+        Free space counts what evicted, not yet announced objects will free. Evicts
+        the oldest continuous objects first, then the oldest clip objects, never
+        essential ones; returns the evictions, to be announced like the quota's.
+        """
+        if nbytes < 0:
+            raise ValueError(f"cannot make room for {nbytes} bytes")
+        with self._put_lock:
+            space = self._statvfs()
+            if space is None:
+                return []
+            free, block = space
+            with self._changed:
+                if self._closed:
+                    raise SpoolError(f"the spool {self.directory} is closed")
+                shortfall = nbytes + self.reserve_bytes - free - self._evicted_bytes(block)
+                chosen: list[SpooledObject] = []
+                for obj in self._evictable():
+                    if shortfall <= 0:
+                        break
+                    chosen.append(obj)
+                    shortfall -= _on_disk(obj.size, block)
+                if shortfall <= 0:
+                    self._short_of_space_reported = False
+                elif not self._short_of_space_reported:
+                    self._short_of_space_reported = True
+                    log.warning(
+                        "spool %s: %d bytes free, %d more needed for %d bytes and the reserve "
+                        "of %d, and nothing left to evict",
+                        self.directory,
+                        free,
+                        shortfall,
+                        nbytes,
+                        self.reserve_bytes,
+                    )
+                evicted = [(obj, self._forget(obj)) for obj in chosen]
+                self._evicted.update((_key(obj), (obj, holders)) for obj, holders in evicted)
+                self._changed.notify_all()
+            return self._evictions(evicted, DISK_FULL)
+
+    def announced(self, evictions: Iterable[Eviction]) -> None:
+        """The ``discarded`` notice for ``evictions`` is durable: delete their files.
+
+        Evictions announced before (or unknown to this run) are ignored.
+        """
+        victims: list[_Victim] = []
+        with self._lock:
+            for eviction in evictions:
+                for key in self._unannounced.pop(eviction, ()):
+                    victim = self._evicted.pop(key, None)
+                    if victim is not None:
+                        victims.append(victim)
+        for obj, holders in victims:
+            self._delete_files(obj, holders)
+        if victims:
+            # Durable, or a power cut could bring back objects a delivered notice announced
+            # as discarded, and the phones would see both.
+            self._sync_objects()
 
     def _commit(self, obj: SpooledObject, data: bytes | bytearray, sinks: tuple[str, ...]) -> None:
         tmp = self._objects / f".{obj.path.name}{_TMP_SUFFIX}"
@@ -355,9 +569,21 @@ class Spool:
             raise
         try:
             sync_directory(self._objects)
+        except BaseException:
+            # Not known to be on disk: the caller must not take it as spooled.
+            self._remove_uncounted(obj, sinks)
+            raise
+
+    def _remove_uncounted(self, obj: SpooledObject, sinks: Iterable[str]) -> None:
+        """Undo a commit the put then failed: the object must not reappear after a crash."""
+        self._delete_files(obj, sinks)
+        self._sync_objects()
+
+    def _sync_objects(self) -> None:
+        try:
+            sync_directory(self._objects)
         except OSError as exc:
-            # The object is in place and gets delivered; only a power cut could lose it.
-            log.error("spool: cannot sync %s after spooling %s: %s", self._objects, obj.name, exc)
+            log.error("spool: cannot sync %s: %s", self._objects, exc.strerror)
 
     def _add(self, obj: SpooledObject, sinks: tuple[str, ...]) -> None:
         key = _key(obj)
@@ -368,20 +594,27 @@ class Spool:
             _insert(self._queues[sink], obj)
             self._queue_bytes[sink] += obj.size
 
-    def _evict_for(self, kept: SpooledObject) -> list[tuple[SpooledObject, tuple[str, ...]]]:
+    def _evictable(self) -> Iterable[SpooledObject]:
+        """Eviction candidates in eviction order (caller holds the lock)."""
+        in_flight = set(self._in_flight.values())
+        for cls in _EVICTION_ORDER:
+            for key, obj in self._by_class[cls].items():
+                if key not in in_flight:
+                    yield obj
+
+    def _evict_for_quota(self, kept: SpooledObject) -> list[_Victim]:
         """Take objects off the books until the spool fits its quota (caller holds the lock)."""
         excess = self._size - self.quota_bytes
         if excess <= 0:
             self._over_quota_reported = False
             return []
         chosen: list[SpooledObject] = []
-        for cls in _EVICTION_ORDER:
-            for key, obj in self._by_class[cls].items():
-                if excess <= 0:
-                    break
-                if key != _key(kept):
-                    chosen.append(obj)
-                    excess -= obj.size
+        for obj in self._evictable():
+            if excess <= 0:
+                break
+            if _key(obj) != _key(kept):
+                chosen.append(obj)
+                excess -= obj.size
         if excess > 0 and not self._over_quota_reported:
             self._over_quota_reported = True
             log.warning(
@@ -390,20 +623,25 @@ class Spool:
                 self._size - sum(o.size for o in chosen),
                 self.quota_bytes,
             )
-        return [(obj, self._forget(obj)) for obj in chosen]
+        evicted = [(obj, self._forget(obj)) for obj in chosen]
+        self._evicted.update((_key(obj), (obj, holders)) for obj, holders in evicted)
+        return evicted
 
     def _forget(self, obj: SpooledObject) -> tuple[str, ...]:
-        """Drop ``obj`` from memory; returns the sinks whose queues still held it."""
+        """Drop ``obj`` from memory; returns the queues (of any sink) still linking it."""
         key = _key(obj)
         del self._index[key]
         del self._by_class[obj.cls][key]
         self._size -= obj.size
-        holders = []
+        holders = list(self._kept.pop(key, ()))
         for sink, queue in self._queues.items():
             if queue.pop(key, None) is not None:
                 self._queue_bytes[sink] -= obj.size
                 holders.append(sink)
         return tuple(holders)
+
+    def _evicted_bytes(self, block: int) -> int:
+        return sum(_on_disk(obj.size, block) for obj, _ in self._evicted.values())
 
     def _delete_files(self, obj: SpooledObject, sinks: Iterable[str]) -> None:
         # Object first: a crash in between leaves links without an object, which the
@@ -412,7 +650,7 @@ class Spool:
         for sink in sinks:
             _unlink(self._queues_dir / sink / obj.path.name)
 
-    def _evictions(self, evicted: list[tuple[SpooledObject, tuple[str, ...]]]) -> list[Eviction]:
+    def _evictions(self, evicted: list[_Victim], reason: str) -> list[Eviction]:
         runs: list[list[SpooledObject]] = []
         for obj, _ in evicted:
             if runs and runs[-1][-1].cls is obj.cls and runs[-1][-1].seq + 1 == obj.seq:
@@ -420,12 +658,17 @@ class Spool:
             else:
                 runs.append([obj])
         evictions = []
+        why = (
+            f"spool quota of {self.quota_bytes} bytes reached"
+            if reason == QUOTA
+            else f"free space below the reserve of {self.reserve_bytes} bytes"
+        )
         for run in runs:
             last = run[-1]
-            eviction = Eviction(run[0].seq, last.seq, self._chain_hash(last), last.cls)
+            eviction = Eviction(run[0].seq, last.seq, self._chain_hash(last), last.cls, reason)
             log.warning(
-                "spool quota of %d bytes reached: evicted %s seq %d..%d (%d object(s), %d bytes)",
-                self.quota_bytes,
+                "%s: evicted %s seq %d..%d (%d object(s), %d bytes)",
+                why,
                 last.cls.value,
                 eviction.first,
                 eviction.last,
@@ -433,6 +676,8 @@ class Spool:
                 sum(o.size for o in run),
             )
             evictions.append(eviction)
+            with self._lock:
+                self._unannounced[eviction] = [_key(o) for o in run]
         return evictions
 
     @staticmethod
@@ -447,6 +692,26 @@ class Spool:
             return ""
         return chain_hash(signature).hex()
 
+    def newest(self, device_id: bytes) -> ChainHead | None:
+        """The chain head of the newest object of ``device_id`` still on disk here.
+
+        An object is on disk from its commit until every sink took it, so after a
+        crash this and the sealer's recorded head together name the true head.
+        """
+        with self._lock:
+            candidates = [
+                obj
+                for obj in itertools.chain(
+                    self._index.values(), (obj for obj, _ in self._evicted.values())
+                )
+                if obj.name == object_name(device_id, obj.seq)
+            ]
+        for obj in sorted(candidates, key=_key, reverse=True):
+            head = self._chain_hash(obj)
+            if head:
+                return ChainHead(obj.seq, bytes.fromhex(head))
+        return None
+
     # -- the uploader threads --------------------------------------------------------
 
     def pending(self, sink: str, limit: int | None = None) -> list[SpooledObject]:
@@ -457,21 +722,47 @@ class Spool:
                 return list(queue.values())
             return list(itertools.islice(queue.values(), limit))
 
+    def claim(self, sink: str, obj: SpooledObject) -> bool:
+        """``sink``'s uploader starts handing ``obj`` over; False when it was evicted (or
+        confirmed) meanwhile and must not be sent. Until ``done`` or ``release`` it
+        cannot be evicted."""
+        with self._lock:
+            if _key(obj) not in self._queue(sink):
+                return False
+            self._in_flight[sink] = _key(obj)
+            return True
+
+    def release(self, sink: str) -> None:
+        """``sink`` did not take its claimed object: it may be evicted again."""
+        with self._lock:
+            self._in_flight.pop(sink, None)
+
     def done(self, sink: str, obj: SpooledObject) -> None:
         """``sink`` confirmed ``obj``; the file goes once no sink owes it any more."""
         key = _key(obj)
         with self._lock:
+            if self._in_flight.get(sink) == key:
+                del self._in_flight[sink]
             held = self._queue(sink).pop(key, None)
             delete = False
             if held is not None:
                 self._queue_bytes[sink] -= held.size
-                if key in self._index and not any(key in q for q in self._queues.values()):
+                if (
+                    key in self._index
+                    and key not in self._kept
+                    and not any(key in q for q in self._queues.values())
+                ):
                     self._forget(held)
                     delete = True
                 self._changed.notify_all()
         _unlink(self._queues_dir / sink / obj.path.name)
         if delete:
             _unlink(obj.path)
+
+    def backlog(self, sink: str) -> tuple[int, int]:
+        """How many objects, and how many bytes, ``sink`` still has to take."""
+        with self._lock:
+            return len(self._queue(sink)), self._queue_bytes[sink]
 
     def wait(self, sink: str, timeout: float | None = None) -> bool:
         """Block until ``sink`` has something pending (True), or the timeout passed, the
@@ -508,6 +799,15 @@ class Spool:
 
     # -- status ----------------------------------------------------------------------
 
+    def _statvfs(self) -> tuple[int, int] | None:
+        """Bytes this process may still write on the spool's file system, and its block size."""
+        try:
+            st = os.statvfs(self._objects)
+        except OSError as exc:
+            log.error("spool: cannot tell the free space of %s: %s", self._objects, exc.strerror)
+            return None
+        return st.f_bavail * st.f_frsize, max(st.f_frsize, 1)
+
     @property
     def size_bytes(self) -> int:
         """Bytes of all spooled objects (evicted ones no longer count)."""
@@ -520,12 +820,40 @@ class Spool:
             return len(self._index)
 
     def stats(self) -> dict[str, Any]:
-        """The spool at a glance, for the daemon's status."""
+        """The spool at a glance, for the daemon's status.
+
+        ``full`` is true when the last put failed for want of space, or when free space
+        (counting what announced evictions will free) is below the reserve and nothing
+        is left to evict: then new events may be lost.
+        """
+        space = self._statvfs()
         with self._lock:
+            evicted_bytes = self._evicted_bytes(1 if space is None else space[1])
+            free = None if space is None else space[0]
+            starved = (
+                free is not None
+                and free + evicted_bytes < self.reserve_bytes
+                and next(iter(self._evictable()), None) is None
+            )
+            kept: dict[str, dict[str, int]] = {}
+            for key, sinks in self._kept.items():
+                for sink in sinks:
+                    entry = kept.setdefault(sink, {"objects": 0, "bytes": 0})
+                    entry["objects"] += 1
+                    entry["bytes"] += self._index[key].size
             return {
                 "objects": len(self._index),
                 "bytes": self._size,
                 "quota_bytes": self.quota_bytes,
+                "free_bytes": free,
+                "reserve_bytes": self.reserve_bytes,
+                "full": self._no_space or starved,
+                "put_failures": self._put_failures,
+                "last_put_error": self._last_put_error,
+                "unannounced": {
+                    "objects": len(self._evicted),
+                    "bytes": sum(obj.size for obj, _ in self._evicted.values()),
+                },
                 "classes": {
                     cls.value: {
                         "objects": len(objs),
@@ -537,6 +865,7 @@ class Spool:
                     sink: {"pending": len(queue), "bytes": self._queue_bytes[sink]}
                     for sink, queue in self._queues.items()
                 },
+                "removed_sinks": kept,
             }
 
     @property
@@ -546,7 +875,7 @@ class Spool:
 
     def close(self) -> None:
         """Wake every waiter and let another process open the spool. Nothing is lost:
-        objects evicted by the last put but not yet deleted are delivered next run."""
+        objects evicted but not yet announced are delivered (or evicted) next run."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()

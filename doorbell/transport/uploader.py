@@ -4,6 +4,10 @@ Each sink has its own uploader and its own queue in the spool, so a slow or brok
 holds back nothing but itself. An object leaves the sink's queue only after the sink
 confirmed it; a failed delivery is retried (the same object, so the order stays strictly
 by seq) after an exponential backoff with full jitter.
+
+Each attempt claims the object in the spool first. While the sink is storing it, it cannot
+be evicted; if it was evicted while the retry waited, it is not sent: its ``discarded``
+notice and the object itself must never both reach the phones.
 """
 
 from __future__ import annotations
@@ -36,13 +40,18 @@ class UploaderStatus:
     failures: int  # consecutive; 0 while the sink takes objects
     last_error: str | None  # the most recent failure, kept after recovery
     next_retry: float | None  # seconds until the next attempt, while backing off
+    failing_since: float | None  # UNIX time of the first of the current failures
+    last_delivered: float | None  # UNIX time the sink last took an object
+    pending: int  # objects the sink still has to take
+    pending_bytes: int
 
 
 class Uploader:
     """Delivers what ``spool`` holds for ``sink``, in seq order, on its own thread.
 
     ``sleep_event`` is what backoff waits on (and what ``stop`` sets); ``clock`` and
-    ``random`` are injectable so tests see the exact delays without sleeping.
+    ``random`` are injectable so tests see the exact delays without sleeping;
+    ``wall_clock`` gives the times a human reads in the status.
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class Uploader:
         sink: Sink,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = random_module.random,
         sleep_event: threading.Event | None = None,
         base_delay: float = 1.0,
@@ -61,6 +71,7 @@ class Uploader:
         self.spool = spool
         self.sink = sink
         self._clock = clock
+        self._wall_clock = wall_clock
         self._random = random
         self._stopping = sleep_event if sleep_event is not None else threading.Event()
         self._base_delay = base_delay
@@ -72,6 +83,8 @@ class Uploader:
         self._failures = 0
         self._last_error: str | None = None
         self._retry_at: float | None = None
+        self._failing_since: float | None = None
+        self._last_delivered: float | None = None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -91,6 +104,7 @@ class Uploader:
         return not self._thread.is_alive()
 
     def status(self) -> UploaderStatus:
+        pending, pending_bytes = self.spool.backlog(self.sink.name)
         with self._state:
             now = self._clock()
             return UploaderStatus(
@@ -101,6 +115,10 @@ class Uploader:
                 failures=self._failures,
                 last_error=self._last_error,
                 next_retry=None if self._retry_at is None else max(0.0, self._retry_at - now),
+                failing_since=self._failing_since,
+                last_delivered=self._last_delivered,
+                pending=pending,
+                pending_bytes=pending_bytes,
             )
 
     def backoff_delay(self, failures: int) -> float:
@@ -122,17 +140,25 @@ class Uploader:
             except Exception as exc:
                 # A spool or disk error: the thread must outlive it, so it is a failure too.
                 log.exception("uploader %s: unexpected error", name)
+                self.spool.release(name)
                 self._back_off(exc)
 
     def _deliver(self, obj: SpooledObject) -> None:
         """Deliver ``obj``: retried until the sink takes it, it is gone, or we stop."""
         name = self.sink.name
         while True:
+            if not self.spool.claim(name, obj):
+                # Evicted while waiting for a retry: a notice announces it as discarded,
+                # so it must not reach the sink now.
+                log.warning("uploader %s: %s was evicted before it was sent", name, obj.name)
+                with self._state:
+                    self._skipped += 1
+                return
             try:
                 data = obj.read()
             except FileNotFoundError:
-                # Evicted while in flight, or removed by hand: either way it cannot be sent,
-                # and must leave the queue or it would be retried for ever.
+                # Removed by hand: it cannot be sent, and must leave the queue or it would
+                # be retried for ever.
                 log.warning("uploader %s: %s is no longer in the spool; skipped", name, obj.name)
                 self.spool.done(name, obj)
                 with self._state:
@@ -149,6 +175,7 @@ class Uploader:
                 self.spool.done(name, obj)
                 self._delivered_one()
                 return
+            self.spool.release(name)
             del data
             if self._back_off(error, obj):
                 return
@@ -156,6 +183,8 @@ class Uploader:
     def _delivered_one(self) -> None:
         with self._state:
             failures, self._failures = self._failures, 0
+            self._failing_since = None
+            self._last_delivered = self._wall_clock()
             self._delivered += 1
         if failures:
             log.info("uploader %s: delivering again after %d failure(s)", self.sink.name, failures)
@@ -165,6 +194,8 @@ class Uploader:
         with self._state:
             self._failures += 1
             failures = self._failures
+            if failures == 1:
+                self._failing_since = self._wall_clock()
             self._last_error = f"{type(error).__name__}: {error}"
             delay = self.backoff_delay(failures)
             self._retry_at = self._clock() + delay
