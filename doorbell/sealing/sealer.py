@@ -232,7 +232,7 @@ class Sealer:
             keyring = (Kind.KEYRING, {"epoch": self.keyring.epoch}, self.keyring.to_json())
             self._announce.append(keyring)
             self._announced = self.keyring
-        out = []
+        out: list[SealedObject] = []
         while self._announce:
             k, m, b = self._announce[0]
             sealed = self._seal_one(k, fmt.encode_meta(m), b, when, deliver)
