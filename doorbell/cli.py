@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from doorbell.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, check_config, load_settings
 from doorbell.sealing import (
@@ -194,12 +196,47 @@ def _status(args: argparse.Namespace) -> int:
         ("phones", ", ".join(phones) or "none"),
         ("device", str(status["device"])),
     ]
+    lines += _delivery_lines(status)
     for warning in (status.get("source_warning"), status.get("pin_factory_warning")):
         if warning:
             lines.append(("warning", str(warning)))
     for key, value in lines:
         print(f"{key:<10} {value}")
     return EXIT_OK
+
+
+def _delivery_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """The spool and each sink, with what is wrong said first."""
+    lines = []
+    spool = status.get("spool")
+    if isinstance(spool, dict):
+        mib = 1024 * 1024
+        free = spool.get("free_bytes")
+        summary = (
+            f"{spool['objects']} object(s), {spool['bytes'] / mib:.1f} of "
+            f"{spool['quota_bytes'] / mib:.0f} MiB quota, "
+            + ("free space unknown" if free is None else f"{free / mib:.0f} MiB free on disk")
+        )
+        if spool.get("full"):
+            summary = "FULL: the disk has no room left for new footage; " + summary
+        lines.append(("spool", summary))
+    if status.get("waiting_for_room"):
+        lines.append(
+            ("warning", f"{status['waiting_for_room']} event(s) wait in memory for spool room")
+        )
+    for what, key in (("segment(s)", "segments_dropped"), ("event(s)", "essential_dropped")):
+        if status.get(key):
+            lines.append(("warning", f"{status[key]} {what} dropped: the spool had no room"))
+    sinks = status.get("sinks")
+    for name, sink in (sinks or {}).items() if isinstance(sinks, dict) else ():
+        if sink.get("failures"):
+            since = sink.get("failing_since")
+            age = "" if since is None else f" for {max(0.0, time.time() - since):.0f} s"
+            state = f"FAILING{age}: {sink.get('last_error')}"
+        else:
+            state = "ok"
+        lines.append((f"sink {name}", f"{state}; {sink.get('pending', 0)} object(s) waiting"))
+    return lines
 
 
 def _state(args: argparse.Namespace) -> Path:

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import math
 import queue
-import secrets
 import signal
 import threading
 import time
@@ -26,19 +25,8 @@ from doorbell.capture.source import AccessUnit, VideoSource
 from doorbell.config import Settings
 from doorbell.daemon.control import SOCKET_NAME, ControlServer, Mailbox
 from doorbell.daemon.notify import SystemdNotifier
-from doorbell.events.preroll import PreRoll
-from doorbell.events.recorder import (
-    Action,
-    BufferSegment,
-    ClipEnded,
-    ClipStarted,
-    DeliverSegment,
-    EventInClip,
-    KeepSegment,
-    Recorder,
-    RecorderRules,
-    TriggerIgnored,
-)
+from doorbell.events.recorder import RecorderRules
+from doorbell.events.routing import ClipRouter, Delivery, Retention
 from doorbell.events.sensors import Sensors, make_pin_factory
 from doorbell.sealing import Kind, NoRecipients, SealedObject, Sealer, SealingError
 
@@ -46,14 +34,16 @@ if TYPE_CHECKING:
     from doorbell.transport.mqtt import MqttLink
 from doorbell.transport.local import LocalDirectorySink
 from doorbell.transport.sink import Sink
-from doorbell.transport.spool import ObjectClass, Spool
+from doorbell.transport.spool import Eviction, ObjectClass, Spool
 from doorbell.transport.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
-# Discarded pre-roll is announced at least this often, so a crash leaves at most
-# this much of it unexplained to the phones.
-DISCARD_NOTICE_SECONDS = 60.0
+# Events and notices that could not be spooled (a full disk with nothing left to
+# evict) wait in RAM, unsealed, and are retried; beyond this many the oldest go.
+BACKLOG_MAX = 256
+# Header, 64 hybrid stanzas and a keyring object sealed ahead of it, with room to spare.
+OBJECT_HEADROOM = 512 * 1024
 # Without a frame for this long the watchdog stops being fed and systemd restarts us.
 FRAME_TIMEOUT_SECONDS = 10.0
 # At shutdown the sinks get this long to take what is spooled; the rest waits for
@@ -61,15 +51,22 @@ FRAME_TIMEOUT_SECONDS = 10.0
 UPLOAD_DRAIN_SECONDS = 10.0
 
 
+def _room_for(delivery: Delivery) -> int:
+    """Bytes to make free before sealing ``delivery``: its body, Padme's few percent,
+    the stanzas, and the notices the sealer may put first."""
+    return len(delivery.body) + len(delivery.body) // 16 + OBJECT_HEADROOM
+
+
 @dataclass
 class _Counters:
     frames: int = 0
-    segments: int = 0
     sealed: int = 0
     delivered: int = 0
-    events: int = 0
-    clips: int = 0
-    last_event: dict[str, Any] | None = None
+    # Segments that could not be spooled even after eviction: never sealed, no gap.
+    segments_dropped: int = 0
+    # Events and notices given up on after the backlog overflowed.
+    essential_dropped: int = 0
+    spool_error: str | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -96,15 +93,10 @@ class Doorbell:
         self._exit_code = 0
         self._ready = False
         self._last_frame = -math.inf
-        self._last_discard_notice = clock()
-        self._stream = ""
         self._last_unit: AccessUnit | None = None
-        self._next_index = 0
-        self._clip_first_index: dict[str, int] = {}
-        self._clip_last_index: dict[str, int] = {}
         self._recording_enabled = True
         rec = settings.recording
-        self._recorder = Recorder(
+        self._router = ClipRouter(
             RecorderRules(
                 pre_roll_seconds=rec.pre_roll_seconds,
                 post_roll_seconds=rec.post_roll_seconds,
@@ -112,11 +104,14 @@ class Doorbell:
                 cooldown_seconds=rec.cooldown_seconds,
                 continuous=rec.continuous,
             ),
+            camera=settings.device_name,
+            snapshot=self._snapshot,
             clock=clock,
         )
-        # In continuous mode the ring only decides what a clip claims as its pre-roll;
-        # what leaves it is delivered as continuous recording, not discarded.
-        self._preroll = PreRoll(rec.pre_roll_seconds, discard=not rec.continuous)
+        # Unsealed events and notices waiting for room in the spool, oldest first.
+        self._backlog: list[Delivery] = []
+        # Evictions not yet announced in a spooled notice: their files stay until they are.
+        self._unannounced: list[Eviction] = []
         self._sealer: Sealer | None = None
         self._source: VideoSource | None = None
         self._segmenter: Segmenter | None = None
@@ -218,15 +213,26 @@ class Doorbell:
             )
             self._mqtt.start()
             self._sinks.append(self._mqtt)
+        wanted = {sink.name: sink for sink in self._sinks}
         self._spool = Spool(
             settings.state_dir / "spool",
             settings.spool.quota_mb * 1024 * 1024,
-            [sink.name for sink in self._sinks],
+            list(wanted),
+            wants=lambda name, kind: wanted[name].wants(kind),
         )
+        self._adopt_spooled_head()
         for sink in self._sinks:
             uploader = Uploader(self._spool, sink)
             uploader.start()
             self._uploaders.append(uploader)
+
+    def _adopt_spooled_head(self) -> None:
+        """The newest object still spooled may be newer than the recorded chain head (a
+        crash between the spool's commit and the head's fsync): continue the chain from it."""
+        assert self._sealer is not None and self._spool is not None
+        newest = self._spool.newest(self._sealer.device_id)
+        if newest is not None:
+            self._sealer.adopt_head(newest)
 
     def _install_signals(self) -> None:
         def forward(signum: int, frame: FrameType | None) -> None:
@@ -274,8 +280,8 @@ class Doorbell:
             now = self._clock()
             if now - self._last_frame < FRAME_TIMEOUT_SECONDS:
                 self._notifier.watchdog()
-            if now - self._last_discard_notice >= DISCARD_NOTICE_SECONDS:
-                self._announce_discarded()
+            if self._backlog or self._unannounced:
+                self._retry_backlog()
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
         try:
@@ -332,7 +338,7 @@ class Doorbell:
         log.info(
             "stopped: %d frames, %d segments, %d objects delivered",
             self._counters.frames,
-            self._counters.segments,
+            self._router.counts.segments,
             self._counters.delivered,
         )
 
@@ -348,19 +354,20 @@ class Doorbell:
         self._drain_frames()
 
     def _seal_the_rest(self) -> None:
-        if self._sealer is None:
+        if self._sealer is None or self._spool is None:
             return
         if self._segmenter is not None:
             for segment in self._segmenter.flush():
                 self._on_segment(segment)
-        self._apply(self._recorder.stop())
-        if self._preroll.discard:
-            # Buffered pre-roll already spent sequence numbers: announce it as discarded.
-            self._preroll.discard_all()
-        else:
-            for item in self._preroll.drain():
-                self._deliver(item.sealed, ObjectClass.CONTINUOUS)
-        self._announce_discarded()
+        self._deliver_all(self._router.stop())
+        if self._backlog or self._unannounced:
+            self._retry_backlog()
+        if self._backlog:
+            log.error(
+                "%d event(s) or notice(s) could not be spooled before stopping: %s",
+                len(self._backlog),
+                self._counters.spool_error,
+            )
 
     def _drain_uploads(self, seconds: float) -> None:
         """Give the sinks a moment to take what the last clip left; the spool keeps the rest."""
@@ -407,49 +414,14 @@ class Doorbell:
 
     def _on_segment(self, segment: InitSegment | MediaSegment) -> None:
         if isinstance(segment, InitSegment):
-            self._stream = secrets.token_hex(16)
-            fmt = segment.format
-            meta = {
-                "stream": self._stream,
-                "codec": fmt.codec,
-                "width": fmt.width,
-                "height": fmt.height,
-                "fps": fmt.fps,
-                "camera": self.settings.device_name,
-            }
-            for sealed in self._seal(Kind.INIT, meta, segment.data):
-                self._deliver(sealed)
-            return
-        self._counters.segments += 1
-        self._next_index = segment.index + 1
-        meta = {
-            "stream": self._stream,
-            "index": segment.index,
-            "start": segment.start,
-            "duration": segment.duration,
-            "frames": segment.frames,
-        }
-        sealed_list = self._seal(Kind.SEGMENT, meta, segment.data)
-        actions = self._recorder.segment_complete(
-            self._clock() - segment.duration, segment.duration
-        )
-        media = [s for s in sealed_list if s.kind is Kind.SEGMENT]
-        for sealed in sealed_list:
-            if sealed.kind is not Kind.SEGMENT:
-                self._deliver(sealed)
-        for action in actions:
-            if isinstance(action, KeepSegment | DeliverSegment) and action.clip_id is not None:
-                self._clip_last_index[action.clip_id] = segment.index
-                for sealed in media:
-                    self._deliver(sealed, ObjectClass.CLIP)
-            elif isinstance(action, BufferSegment | DeliverSegment):
-                # Idle, or continuous outside a clip: the newest segments wait in the ring
-                # so that a clip can still claim them (and the spool keeps them longer).
-                for sealed in media:
-                    for released in self._preroll.push(sealed, segment.duration, segment.index):
-                        self._deliver(released.sealed, ObjectClass.CONTINUOUS)
-            else:
-                self._apply([action])
+            self._deliver_all(self._router.new_stream(segment))
+        else:
+            self._deliver_all(self._router.segment(segment))
+
+    def _snapshot(self) -> bytes | None:
+        if self._source is None:
+            return None
+        return self._source.snapshot(self.settings.camera.snapshot_width)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -463,118 +435,138 @@ class Doorbell:
                 self._mqtt.ring()
             else:
                 self._mqtt.motion(True)
-        self._apply(self._recorder.trigger(trigger))  # type: ignore[arg-type]
-
-    def _apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, ClipStarted):
-                self._start_clip(action.clip_id, action.trigger)
-            elif isinstance(action, EventInClip):
-                self._seal_event(action.trigger, action.clip_id)
-            elif isinstance(action, ClipEnded):
-                self._end_clip(action.clip_id, action.reason)
-            elif isinstance(action, TriggerIgnored):
-                log.info("%s ignored: %s", action.trigger, action.reason)
-            if self._sensors is not None and self._sensors.led is not None:
-                self._sensors.led.recording(self._recorder.clip_id is not None)
-
-    def _start_clip(self, clip_id: str, trigger: str) -> None:
-        self._counters.clips += 1
-        buffered = self._preroll.drain()
-        first_index = buffered[0].index if buffered else self._next_index
-        self._clip_first_index[clip_id] = first_index
-        # The event first: it is what the phones are waiting for.
-        self._seal_event(trigger, clip_id)
-        self._announce_discarded()
-        for item in buffered:
-            self._deliver(item.sealed, ObjectClass.CLIP)
-        log.info(
-            "clip %s started by %s with %d pre-roll segment(s)", clip_id[:8], trigger, len(buffered)
-        )
-
-    def _seal_event(self, trigger: str, clip_id: str) -> None:
-        snapshot = b""
-        if self._source is not None:
-            try:
-                snapshot = self._source.snapshot(self.settings.camera.snapshot_width) or b""
-            except Exception as exc:  # a missing snapshot must not lose the event
-                log.warning("no snapshot for this %s: %s", trigger, exc)
-        meta = {
-            "type": trigger,
-            "clip": clip_id,
-            "stream": self._stream,
-            "first_index": self._clip_first_index.get(clip_id, self._next_index),
-            # Stream time of the last frame: computed here, not per frame (Fractions are slow).
-            "position": 0.0
-            if self._last_unit is None
-            else float(self._last_unit.pts * self._last_unit.time_base),
-            "camera": self.settings.device_name,
-        }
-        self._counters.events += 1
-        self._counters.last_event = {"type": trigger, "clip": clip_id, "time": time.time()}
-        for sealed in self._seal(Kind.EVENT, meta, snapshot):
-            self._deliver(sealed)
-
-    def _end_clip(self, clip_id: str, reason: str) -> None:
-        if self._mqtt is not None:
-            self._mqtt.motion(False)
-        first = self._clip_first_index.pop(clip_id, self._next_index)
-        last = self._clip_last_index.pop(clip_id, first - 1)
-        meta = {
-            "notice": "clip-end",
-            "clip": clip_id,
-            "stream": self._stream,
-            "last_index": last,
-            "reason": reason,
-        }
-        for sealed in self._seal(Kind.NOTICE, meta, b""):
-            self._deliver(sealed)
-        log.info("clip %s ended (%s)", clip_id[:8], reason)
-
-    def _announce_discarded(self) -> None:
-        self._last_discard_notice = self._clock()
-        ranges = self._preroll.take_discarded()
-        if not ranges:
-            return
-        meta = {"notice": "discarded", "reason": "pre-roll", "ranges": ranges}
-        for sealed in self._seal(Kind.NOTICE, meta, b""):
-            self._deliver(sealed)
+        # Stream time of the last frame: computed here, not per frame (Fractions are slow).
+        unit = self._last_unit
+        position = 0.0 if unit is None else float(unit.pts * unit.time_base)
+        self._deliver_all(self._router.trigger(trigger, position))  # type: ignore[arg-type]
 
     # -- sealing and delivery ----------------------------------------------------------------
 
-    def _seal(self, kind: Kind, meta: dict[str, Any], body: bytes) -> list[SealedObject]:
-        assert self._sealer is not None
+    def _deliver_all(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            clip_end = delivery.kind is Kind.NOTICE and delivery.meta.get("notice") == "clip-end"
+            if clip_end and self._mqtt is not None:
+                self._mqtt.motion(False)
+            self._deliver(delivery)
+        if self._sensors is not None and self._sensors.led is not None:
+            self._sensors.led.recording(self._router.clip_id is not None)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        """Seal and spool one delivery; durable on disk when this returns, or kept for later.
+
+        A sequence number is spent only on an object the spool committed, so a failure
+        here leaves no gap in the chain. When the disk is full the spool first evicts
+        continuous recording and clips (announced in a sealed notice); an event or
+        notice that still does not fit waits in RAM, unsealed, and is retried.
+        """
+        essential = delivery.retention is Retention.ESSENTIAL
+        if essential and self._backlog:
+            # Keep events and notices in order behind the ones already waiting.
+            self._queue_backlog(delivery)
+            return
         try:
-            sealed = self._sealer.seal(kind, meta, body)
+            self._seal_and_spool(delivery)
+        except OSError as exc:
+            self._counters.spool_error = f"{exc.strerror or exc}"
+            if essential:
+                log.error("could not spool a %s, keeping it to retry: %s", delivery.kind.name, exc)
+                self._queue_backlog(delivery)
+            else:
+                self._counters.segments_dropped += 1
+                log.error(
+                    "could not spool segment %s: %s (not sealed, so the chain has no gap)",
+                    delivery.meta.get("index"),
+                    exc,
+                )
+
+    def _seal_and_spool(self, delivery: Delivery) -> None:
+        assert self._spool is not None
+        # Room first: the notice for whatever this evicts is sealed before the object.
+        self._unannounced += self._spool.make_room(_room_for(delivery))
+        self._announce_evictions()
+        try:
+            self._seal(delivery)
+        except OSError:
+            # A full disk the free-space estimate missed: evict what the object needs
+            # twice over and try once more.
+            freed = self._spool.make_room(2 * _room_for(delivery))
+            if not freed:
+                raise
+            self._unannounced += freed
+            self._announce_evictions()
+            self._seal(delivery)
+        self._announce_evictions()
+        self._counters.spool_error = None
+
+    def _seal(self, delivery: Delivery) -> bool:
+        """Seal ``delivery`` (and whatever the sealer puts first) into the spool.
+
+        Returns False when no phone is enrolled. Quota evictions the puts caused are
+        added to ``_unannounced``; the caller announces them.
+        """
+        assert self._sealer is not None and self._spool is not None
+        spool = self._spool
+        cls = ObjectClass(delivery.retention.value)
+
+        def put(sealed: SealedObject, commit: Callable[[], None]) -> None:
+            # Keyring and restart objects the sealer adds before this one are essential.
+            kind_cls = cls if sealed.kind is delivery.kind else ObjectClass.ESSENTIAL
+            sinks = [sink.name for sink in self._sinks if sink.wants(sealed.kind)]
+            self._unannounced += spool.put(sealed, kind_cls, sinks, durable=commit)
+
+        try:
+            sealed = self._sealer.seal(delivery.kind, delivery.meta, delivery.body, deliver=put)
         except NoRecipients:
             if self._recording_enabled:
                 log.warning("no phone is enrolled: recording nothing")
             self._recording_enabled = False
-            return []
+            return False
         if not self._recording_enabled:
             log.info("a phone is enrolled now: recording")
             self._recording_enabled = True
         self._counters.sealed += len(sealed)
-        return sealed
+        self._counters.delivered += len(sealed)
+        return True
 
-    def _deliver(self, sealed: SealedObject, cls: ObjectClass = ObjectClass.ESSENTIAL) -> None:
-        """Into the spool (durable when this returns); the uploaders take it from there."""
+    def _announce_evictions(self) -> None:
+        """Seal the ``discarded`` notice for what was evicted; the files go once it is spooled.
+
+        Until then the evicted objects stay on disk, and a restart delivers them.
+        """
         assert self._spool is not None
-        sinks = [sink.name for sink in self._sinks if sink.wants(sealed.kind)]
+        while self._unannounced:
+            evictions = list(self._unannounced)
+            meta = {
+                "notice": "discarded",
+                "reason": "quota",
+                "ranges": [e.as_range() for e in evictions],
+            }
+            # Not through make_room: the notice is small and lives in the spool's reserve.
+            if not self._seal(Delivery(Kind.NOTICE, meta)):
+                return
+            # Spooling the notice may itself have evicted more: those come next round.
+            del self._unannounced[: len(evictions)]
+            self._spool.announced(evictions)
+
+    def _queue_backlog(self, delivery: Delivery) -> None:
+        self._backlog.append(delivery)
+        if len(self._backlog) > BACKLOG_MAX:
+            lost = self._backlog.pop(0)
+            self._counters.essential_dropped += 1
+            log.error(
+                "the spool has had no room for a while: gave up on a %s (never sealed)",
+                lost.kind.name,
+            )
+
+    def _retry_backlog(self) -> None:
         try:
-            evictions = self._spool.put(sealed, cls, sinks)
+            self._announce_evictions()
+            while self._backlog:
+                self._seal_and_spool(self._backlog[0])
+                waited = self._backlog.pop(0)
+                log.info("spooled a %s that had waited for room", waited.kind.name.lower())
         except OSError as exc:
-            # A full or failing SD card: the object is lost; say so loudly, keep ringing.
-            log.error("could not spool %s: %s", sealed.name, exc)
-            return
-        self._counters.delivered += 1
-        if evictions:
-            ranges = [
-                {"first": e.first, "last": e.last, "last_hash": e.last_hash} for e in evictions
-            ]
-            meta = {"notice": "discarded", "reason": "quota", "ranges": ranges}
-            for notice in self._seal(Kind.NOTICE, meta, b""):
-                self._deliver(notice)
+            self._counters.spool_error = f"{exc.strerror or exc}"
 
     # -- control -----------------------------------------------------------------------------
 
@@ -586,7 +578,7 @@ class Doorbell:
     def _on_command(self, command: str) -> dict[str, Any]:
         if command in ("ring", "motion"):
             self._on_trigger(command, "control socket")
-            return {"ok": True, "triggered": command, "clip": self._recorder.clip_id}
+            return {"ok": True, "triggered": command, "clip": self._router.clip_id}
         return {"ok": True, "status": self.status()}
 
     def status(self) -> dict[str, Any]:
@@ -597,16 +589,20 @@ class Doorbell:
             "ready": self._ready,
             "recording_enabled": self._recording_enabled
             and bool(sealer and sealer.keyring.recipients),
-            "recorder": self._recorder.state.name.lower(),
-            "clip": self._recorder.clip_id,
-            "preroll_seconds": self._preroll.seconds_buffered,
+            "recorder": self._router.state.name.lower(),
+            "clip": self._router.clip_id,
+            "preroll_seconds": self._router.preroll.seconds_buffered,
             "frames": counters.frames,
-            "segments": counters.segments,
+            "segments": self._router.counts.segments,
+            "segments_dropped": counters.segments_dropped,
+            "essential_dropped": counters.essential_dropped,
+            "waiting_for_room": len(self._backlog),
+            "spool_error": counters.spool_error,
             "objects_sealed": counters.sealed,
             "objects_delivered": counters.delivered,
-            "events": counters.events,
-            "clips": counters.clips,
-            "last_event": counters.last_event,
+            "events": self._router.counts.events,
+            "clips": self._router.counts.clips,
+            "last_event": self._router.counts.last_event,
             "last_frame_age": None if self._last_frame == -math.inf else now - self._last_frame,
             "uptime": now - counters.started,
             "device": None if sealer is None else sealer.device_key.fingerprint,

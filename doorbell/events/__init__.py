@@ -1,11 +1,11 @@
-"""Events: the recorder state machine, the pre-roll ring and the GPIO sensors.
+"""Events: the recorder state machine, the pre-roll ring, clip routing and the GPIO sensors.
 
 Only the pure-logic names are exported here. The GPIO devices live in
 ``doorbell.events.sensors``, the one module that imports gpiozero: import it by
 name where the hardware is wired (the daemon), so nothing else pulls gpiozero in.
 """
 
-from doorbell.events.preroll import BufferedSegment, PreRoll
+from doorbell.events.preroll import PreRoll
 from doorbell.events.recorder import (
     Action,
     BufferSegment,
@@ -21,14 +21,16 @@ from doorbell.events.recorder import (
     Trigger,
     TriggerIgnored,
 )
+from doorbell.events.routing import ClipRouter, Delivery, Retention
 
 __all__ = [
     "Action",
     "BufferSegment",
-    "BufferedSegment",
     "ClipEnded",
+    "ClipRouter",
     "ClipStarted",
     "DeliverSegment",
+    "Delivery",
     "EndReason",
     "EventInClip",
     "KeepSegment",
@@ -36,6 +38,7 @@ __all__ = [
     "Recorder",
     "RecorderRules",
     "RecorderState",
+    "Retention",
     "Trigger",
     "TriggerIgnored",
 ]
