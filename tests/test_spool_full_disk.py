@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from s3_fixture import unreachable_s3_sink
+from small_disk import small_disk as mounted_small_disk
 from test_spool import TIMEOUT, SignallingEvent, on_disk, seal, sealer, spool_files  # noqa: F401
 
 from doorbell.sealing import Kind, SealedObject, Sealer
@@ -29,20 +29,8 @@ NO_QUOTA = 1 << 40  # only the file system limits these spools
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An empty 8 MiB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK},mode=0700", "tmpfs", str(mount)],
-        check=True,
-        capture_output=True,
-    )
-    try:
+    with mounted_small_disk(tmp_path / "small-disk", DISK) as mount:
         yield mount
-    finally:
-        # Lazy: a test that failed with a spool still open must not leave the mount behind.
-        subprocess.run(["umount", "--lazy", str(mount)], check=True, capture_output=True)
 
 
 @pytest.fixture

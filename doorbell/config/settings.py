@@ -157,6 +157,9 @@ class SpoolSettings:
     """The on-disk outbox (``<state_dir>/spool``) every sealed object waits in."""
 
     quota_mb: int = setting(1024, Rule(bounds=(1, 1_000_000)))
+    # Free space kept on the file system for events and notices: footage is evicted
+    # before the disk gets fuller than this, so a ring always has room.
+    reserve_mb: int = setting(8, Rule(bounds=(1, 1024)))
 
 
 @dataclass(frozen=True)

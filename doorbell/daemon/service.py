@@ -218,6 +218,7 @@ class Doorbell:
             settings.state_dir / "spool",
             settings.spool.quota_mb * 1024 * 1024,
             list(wanted),
+            reserve_bytes=settings.spool.reserve_mb * 1024 * 1024,
             wants=lambda name, kind: wanted[name].wants(kind),
         )
         self._adopt_spooled_head()
