@@ -82,7 +82,7 @@ class Sealer:
         *,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
-        block: int = 1024,
+        block: int = fmt.RESERVATION_BLOCK,
     ) -> None:
         self._dir = prepare_state_dir(state_dir)
         self._lock = _lock_exclusive(self._dir / ".sealer.lock")

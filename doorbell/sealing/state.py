@@ -15,6 +15,7 @@ from typing import IO
 
 from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import KeyFileError, SealingError
+from doorbell.sealing.format import RESERVATION_BLOCK
 from doorbell.sealing.keyring import Keyring
 from doorbell.sealing.keys import DeviceSigningKey, read_key_file, save_key_file
 
@@ -141,7 +142,10 @@ class SequenceFile:
     restart notice skips only numbers nobody ever saw.
     """
 
-    def __init__(self, directory: Path, block: int = 1024) -> None:
+    def __init__(self, directory: Path, block: int = RESERVATION_BLOCK) -> None:
+        if not 1 <= block <= RESERVATION_BLOCK:
+            # Phones refuse a restart that skips more than one block (docs/FORMAT.md 6.1).
+            raise ValueError(f"reservation block {block} must be 1..{RESERVATION_BLOCK}")
         self._path = directory / SEQUENCE
         self._head_path = directory / HEAD
         self._block = block
