@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from chain_builder import event_meta, segment_meta
 
 from doorbell.phone.chain import Verification, verify_source
 from doorbell.phone.objects import DirectorySource
@@ -27,6 +28,8 @@ from doorbell.sealing import (
     Suite,
 )
 from doorbell.transport.local import LocalDirectorySink
+
+STREAM = "5" * 32
 
 Enrol = Callable[..., RecipientPrivateKey]
 
@@ -59,9 +62,9 @@ def stream(state_dir: Path, enrol: Enrol, tmp_path: Path) -> Stream:
     """Seq 0 (keyring) .. 5, delivered by the local sink, from a cleanly stopped device."""
     phone = enrol("alice")
     with Sealer(state_dir) as sealer:
-        objects = sealer.seal(Kind.EVENT, {"type": "ring"}, b"snapshot")
+        objects = sealer.seal(Kind.EVENT, event_meta(stream=STREAM), b"snapshot")
         for index in range(4):
-            objects += sealer.seal(Kind.SEGMENT, {"stream": "s", "index": index}, b"moof")
+            objects += sealer.seal(Kind.SEGMENT, segment_meta(STREAM, index), b"moof")
         device = sealer.device_key
     reader = Reader([phone], [device])
     result = Stream(tmp_path / "bucket", state_dir, reader, phone, device.device_id, [])
@@ -141,7 +144,7 @@ def test_object_from_another_doorbell_is_not_trusted(stream: Stream, tmp_path: P
     with KeyringStore(other_state).editing() as box:
         box[0] = box[0].add("alice", stream.phone.public_key(), datetime.now(UTC))
     with Sealer(other_state) as other:
-        replayed = other.seal(Kind.EVENT, {"type": "ring"}, b"someone else's door")
+        replayed = other.seal(Kind.EVENT, event_meta(), b"someone else's door")
     LocalDirectorySink(stream.bucket).deliver(
         replayed[-1].name, replayed[-1].data, replayed[-1].kind
     )
@@ -167,12 +170,12 @@ def test_rolled_back_state_dir_forks(stream: Stream, tmp_path: Path) -> None:
     backup = tmp_path / "backup"
     shutil.copytree(stream.state, backup)
     with Sealer(stream.state) as sealer:
-        original = sealer.seal(Kind.EVENT, {"type": "motion"}, b"first future")
+        original = sealer.seal(Kind.EVENT, event_meta("motion"), b"first future")
     stream.deliver(original)
     shutil.rmtree(stream.state)
     shutil.copytree(backup, stream.state)
     with Sealer(stream.state) as sealer:
-        rolled_back = sealer.seal(Kind.EVENT, {"type": "ring"}, b"second future")
+        rolled_back = sealer.seal(Kind.EVENT, event_meta(), b"second future")
     assert [o.seq for o in rolled_back] == [o.seq for o in original] == [6, 7]
 
     # A bucket keeping both histories (e.g. two uploads) holds two objects per seq.
@@ -188,11 +191,11 @@ def test_replaced_object_breaks_the_chain(stream: Stream, tmp_path: Path) -> Non
     backup = tmp_path / "backup"
     shutil.copytree(stream.state, backup)
     with Sealer(stream.state) as sealer:
-        stream.deliver(sealer.seal(Kind.EVENT, {}, b"a"))  # seq 6, 7
+        stream.deliver(sealer.seal(Kind.EVENT, event_meta(), b"a"))  # seq 6, 7
     shutil.rmtree(stream.state)
     shutil.copytree(backup, stream.state)
     with Sealer(stream.state) as sealer:
-        other_six = sealer.seal(Kind.EVENT, {}, b"b")[0]
+        other_six = sealer.seal(Kind.EVENT, event_meta(), b"b")[0]
     stream.path(6).write_bytes(other_six.data)
     assert _messages(stream.verify(), stream.names[7]) == [
         "chain: seq 7 does not follow seq 6 (one was replaced)"
@@ -202,11 +205,11 @@ def test_replaced_object_breaks_the_chain(stream: Stream, tmp_path: Path) -> Non
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_unclean_restart_is_announced_not_a_problem(stream: Stream) -> None:
     sealer = Sealer(stream.state)
-    stream.deliver(sealer.seal(Kind.EVENT, {}, b"before the crash"))  # 6, 7
+    stream.deliver(sealer.seal(Kind.EVENT, event_meta(), b"before the crash"))  # 6, 7
     del sealer
     gc.collect()
     with Sealer(stream.state) as sealer:
-        after = sealer.seal(Kind.EVENT, {}, b"after the crash")
+        after = sealer.seal(Kind.EVENT, event_meta(), b"after the crash")
     assert [(o.seq, o.kind) for o in after] == [
         (1030, Kind.NOTICE),
         (1031, Kind.KEYRING),
@@ -247,7 +250,7 @@ def test_revoked_phone_sees_authentic_objects_it_cannot_open(stream: Stream, enr
     with KeyringStore(stream.state).editing() as box:
         box[0] = box[0].revoke("alice")
     with Sealer(stream.state) as sealer:
-        stream.deliver(sealer.seal(Kind.EVENT, {}, b"not for alice"))
+        stream.deliver(sealer.seal(Kind.EVENT, event_meta(), b"not for alice"))
     result = stream.verify()
     assert result.ok
     assert [(f.where, f.problem) for f in result.findings] == [("keys", False)]
@@ -265,14 +268,14 @@ def test_phone_enrolled_after_an_unclean_restart_verifies_the_stream(
     The skip is provable without the notice: the first object of the new run is signed by
     the device and its ``prev`` names seq 7, so only the device could have jumped."""
     sealer = Sealer(stream.state)
-    stream.deliver(sealer.seal(Kind.EVENT, {}, b"before the crash"))  # 6, 7
+    stream.deliver(sealer.seal(Kind.EVENT, event_meta(), b"before the crash"))  # 6, 7
     del sealer
     gc.collect()
     with Sealer(stream.state) as sealer:
-        stream.deliver(sealer.seal(Kind.EVENT, {}, b"after the crash"))  # 1030..1032
+        stream.deliver(sealer.seal(Kind.EVENT, event_meta(), b"after the crash"))  # 1030..1032
     late_phone = enrol("carol")
     with Sealer(stream.state) as sealer:
-        stream.deliver(sealer.seal(Kind.EVENT, {}, b"for carol too"))  # 1033, 1034
+        stream.deliver(sealer.seal(Kind.EVENT, event_meta(), b"for carol too"))  # 1033, 1034
 
     assert stream.verify().ok  # the phone enrolled all along
     device = stream.reader.device(stream.device_id)
@@ -287,18 +290,16 @@ def test_a_gap_announced_before_a_phone_was_enrolled_is_a_note_for_it(
     from doorbell.sealing.format import chain_hash
 
     with Sealer(stream.state) as sealer:
-        *keyring, dropped = sealer.seal(Kind.SEGMENT, {}, b"pre-roll, discarded")
+        *keyring, dropped = sealer.seal(Kind.SEGMENT, segment_meta(STREAM, 9), b"evicted")
         stream.deliver(keyring)  # a new run announces its keyring first
         last_hash = chain_hash(bytes(dropped.data[-64:])).hex()
         ranges = [{"first": dropped.seq, "last": dropped.seq, "last_hash": last_hash}]
         # The notice is sealed to alice only: carol is enrolled after it.
         stream.deliver(
-            sealer.seal(
-                Kind.NOTICE, {"notice": "discarded", "reason": "pre-roll", "ranges": ranges}
-            )
+            sealer.seal(Kind.NOTICE, {"notice": "discarded", "reason": "quota", "ranges": ranges})
         )
         carol = enrol("carol")
-        later = sealer.seal(Kind.EVENT, {"type": "ring"}, b"for carol too")
+        later = sealer.seal(Kind.EVENT, event_meta(), b"for carol too")
         stream.deliver(later)
         device = sealer.device_key
 

@@ -317,3 +317,44 @@ def test_unreadable_keyring_file_is_a_key_file_error(tmp_path: Path) -> None:
     (tmp_path / "keyring.json").mkdir()
     with pytest.raises(KeyFileError, match="cannot read"):
         KeyringStore(tmp_path).load()
+
+
+# --- strict parsing: one document, one meaning -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t.replace('"recipients"', '"recipients": [], "recipients"', 1),
+            "duplicate key 'recipients'",
+        ),
+        (lambda t: t.replace('"epoch": 2', '"epoch": NaN', 1), "NaN is not a JSON number"),
+        (lambda t: t.replace('"epoch": 2', '"epoch": Infinity', 1), "Infinity is not a JSON"),
+        (lambda t: t.replace('"epoch": 2', '"epoch": 2, "x": 1e400', 1), "does not fit a double"),
+        (lambda t: t.replace('"format"', '"\\ud800": 0, "format"', 1), "unpaired surrogate"),
+        (lambda t: "\ufeff" + t, "starts with a byte-order mark"),
+    ],
+    ids=["duplicate", "nan", "infinity", "overflow", "surrogate", "bom"],
+)
+def test_a_document_that_is_not_strict_json_is_refused(
+    two_phones: Keyring, change: Any, message: str
+) -> None:
+    text = change(two_phones.to_json().decode())
+    with pytest.raises(KeyringError, match=f"^here: not a JSON keyring: .*{message}"):
+        Keyring.from_json(text.encode(), "here")
+
+
+def test_keys_are_unique_by_raw_key_whatever_the_spelling(two_phones: Keyring) -> None:
+    document = _document(two_phones)
+    first, second = document["recipients"]
+    key = first["key"]
+    second.update(suite=first["suite"], key=key.upper()[:30] + "\n " + key.upper()[30:])
+    with pytest.raises(KeyringError, match="duplicate recipient keys: recipients 0 and 1"):
+        Keyring.from_json(json.dumps(document).encode(), "here")
+
+
+@pytest.mark.parametrize("char", ["\u202a", "\u202e", "\u2066", "\u2069", "\u200b", "\u200f"])
+def test_names_refuse_bidi_and_zero_width_characters_by_code_point(char: str) -> None:
+    with pytest.raises(KeyringError, match=f"U\\+{ord(char):04X} .* reorders or hides text"):
+        Keyring().add(f"ali{char}ce", _key(), NOW)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from chain_builder import clip_end_meta, event_meta, init_meta, segment_meta
 
 from doorbell.phone.cli import main
 from doorbell.sealing import (
@@ -173,8 +174,8 @@ def test_verify_clean_then_tampered(
 ) -> None:
     bucket = tmp_path / "bucket"
     with enrolled() as sealer:
-        objects = sealer.seal(Kind.EVENT, {"type": "ring"}, b"snapshot")
-        objects += sealer.seal(Kind.EVENT, {"type": "motion"}, b"")
+        objects = sealer.seal(Kind.EVENT, event_meta("ring"), b"snapshot")
+        objects += sealer.seal(Kind.EVENT, event_meta("motion"), b"")
     _deliver(bucket, objects)
     (bucket / "README.txt").write_text("hello")
 
@@ -203,7 +204,7 @@ def test_verify_untrusted_doorbell_fails(
     other_key = RecipientPrivateKey.from_string((other / "identity.key").read_text())
     bucket = tmp_path / "bucket"
     with enrolled() as sealer:
-        _deliver(bucket, sealer.seal(Kind.EVENT, {}, b""))
+        _deliver(bucket, sealer.seal(Kind.EVENT, event_meta(), b""))
     assert phone(other, "verify", str(bucket)) == 1
     out = capsys.readouterr().out
     assert out.count("not from a trusted doorbell") == 2
@@ -224,14 +225,12 @@ def test_export_assembles_the_clip(
     stream, clip = "5" * 32, "c" * 32
     init, segments, snapshot = b"ftyp+moov", [b"moof0+mdat0", b"moof1+mdat1"], b"\xff\xd8jpeg"
     with enrolled() as sealer:
-        objects = sealer.seal(Kind.INIT, {"stream": stream, "codec": "h264", "fps": 30}, init)
+        objects = sealer.seal(Kind.INIT, init_meta(stream), init)
         for index, body in enumerate(segments):
-            meta = {"stream": stream, "index": index, "start": index * 2.0, "duration": 2.0}
-            objects += sealer.seal(Kind.SEGMENT, meta, body)
-        event = {"type": "ring", "clip": clip, "stream": stream, "first_index": 0}
+            objects += sealer.seal(Kind.SEGMENT, segment_meta(stream, index), body)
+        event = event_meta(clip=clip, stream=stream)
         objects += sealer.seal(Kind.EVENT, event, snapshot)
-        end = {"notice": "clip-end", "clip": clip, "stream": stream, "last_index": 1}
-        objects += sealer.seal(Kind.NOTICE, end)
+        objects += sealer.seal(Kind.NOTICE, clip_end_meta(clip, stream, 1))
     _deliver(bucket, objects)
 
     assert phone(home, "export", str(bucket), "--out", str(out_dir)) == 0
@@ -248,7 +247,7 @@ def test_export_into_an_unwritable_place(
 ) -> None:
     bucket = tmp_path / "bucket"
     with enrolled() as sealer:
-        _deliver(bucket, sealer.seal(Kind.EVENT, {}, b""))
+        _deliver(bucket, sealer.seal(Kind.EVENT, event_meta(), b""))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert phone(home, "export", str(bucket), "--out", str(blocker / "clips")) == 2

@@ -563,6 +563,10 @@ def test_phone_added_by_the_cli_gets_the_next_object(
 # --- 6. sequence numbers -----------------------------------------------------------------
 
 
+# An event with every key the phone's verifier requires (FORMAT.md section 4.1).
+RING = {"type": "ring", "clip": "c" * 32, "stream": "", "first_index": 0}
+
+
 def _chain_ok(objects: list[SealedObject], tmp_path: Path, reader: Reader) -> Verification:
     bucket = tmp_path / "bucket"
     sink = LocalDirectorySink(bucket)
@@ -597,16 +601,16 @@ def test_unclean_stop_announces_the_skipped_block(
     alice = enrol("alice")
     sealer = Sealer(state_dir, block=block)
     device = sealer.device_key
-    run1 = sealer.seal(Kind.EVENT, {}, b"1") + sealer.seal(Kind.EVENT, {}, b"2")
-    run1 += sealer.seal(Kind.EVENT, {}, b"3") + sealer.seal(Kind.EVENT, {}, b"4")
-    run1 += sealer.seal(Kind.EVENT, {}, b"5")
+    run1 = sealer.seal(Kind.EVENT, RING, b"1") + sealer.seal(Kind.EVENT, RING, b"2")
+    run1 += sealer.seal(Kind.EVENT, RING, b"3") + sealer.seal(Kind.EVENT, RING, b"4")
+    run1 += sealer.seal(Kind.EVENT, RING, b"5")
     del sealer
     gc.collect()
     reserved = -(-6 // block) * block  # the blocks run 1 durably reserved
     assert json.loads((state_dir / "sequence.json").read_text()) == {"next": reserved}
 
     with Sealer(state_dir, block=block) as sealer:
-        run2 = sealer.seal(Kind.EVENT, {}, b"after")
+        run2 = sealer.seal(Kind.EVENT, RING, b"after")
     assert [(o.seq, o.kind) for o in run2] == [
         (reserved, Kind.NOTICE),
         (reserved + 1, Kind.KEYRING),
@@ -631,7 +635,7 @@ def test_lost_or_corrupt_head_file_never_reuses_a_number(
 ) -> None:
     alice = enrol("alice")
     with Sealer(state_dir) as sealer:
-        run1 = sealer.seal(Kind.EVENT, {}, b"1")
+        run1 = sealer.seal(Kind.EVENT, RING, b"1")
         device = sealer.device_key
     head = state_dir / "head.bin"
     if damage == "delete":
@@ -644,7 +648,7 @@ def test_lost_or_corrupt_head_file_never_reuses_a_number(
         head.write_bytes(head.read_bytes()[:20])
 
     with Sealer(state_dir) as sealer:
-        run2 = sealer.seal(Kind.EVENT, {}, b"2")
+        run2 = sealer.seal(Kind.EVENT, RING, b"2")
     assert [o.seq for o in run1] == [0, 1]
     assert [(o.seq, o.kind) for o in run2] == [(2, Kind.NOTICE), (3, Kind.KEYRING), (4, Kind.EVENT)]
     reader = Reader([alice], [device])
@@ -655,8 +659,10 @@ def test_lost_or_corrupt_head_file_never_reuses_a_number(
         "skipped": {"first": 0, "last": 1},
     }
     assert notice.prev == bytes(32)
+    # A phone holding seq 0 and 1 cannot accept "no head was recorded": that notice would
+    # explain away the whole history (FORMAT.md section 6.2).
     result = _chain_ok(run1 + run2, tmp_path, reader)
-    assert result.ok, result.problems
+    assert [f.code for f in result.problems] == ["restart-mismatch", "notice-hides-delivered"]
 
 
 @pytest.mark.parametrize(
@@ -724,8 +730,8 @@ def test_rejected_seal_spends_no_sequence_number(
     device = sealer.device_key
     # Any error will do here; what matters is what it leaves behind.
     with pytest.raises((ValueError, OverflowError, SealingError, struct.error)):
-        sealer.seal(Kind.EVENT, {}, b"", time_us=2**63)  # past the i64 time field
-    objects = sealer.seal(Kind.EVENT, {}, b"ok")
+        sealer.seal(Kind.EVENT, RING, b"", time_us=2**63)  # past the i64 time field
+    objects = sealer.seal(Kind.EVENT, RING, b"ok")
     sealer.close()
     assert [o.seq for o in objects] == [0, 1]
     result = _chain_ok(objects, tmp_path, Reader([alice], [device]))
@@ -920,3 +926,26 @@ def test_racing_first_uses_of_the_state_directory_agree_on_one_device_key(
             keys = list(pool.map(lambda _, s=state: load_device_key(s)[0].public_key, range(8)))
         on_disk = load_device_key(state, create=False)[0].public_key
         assert all(key == on_disk for key in keys)
+
+
+def test_a_signature_forged_for_a_non_canonical_device_key_is_rejected() -> None:
+    """y = p + 1 encodes the identity point; OpenSSL accepts it as a public key and then
+    verifies (R = identity, S = 0) for any message. The reader refuses the key itself."""
+    disguised = DevicePublicKey((2**255 - 19 + 1).to_bytes(32, "little"))
+    stanza = fmt.Stanza(X, bytes(16), bytes(X.stanza_len))
+    header = fmt.build_header(disguised.device_id, 0, fmt.ZERO_PREV, bytes(12), [stanza], 64)
+    identity = (1).to_bytes(32, "little")
+    forged = header + bytes(64) + identity + bytes(32)
+    disguised.verify(forged[-64:], fmt.signed_message(forged[:-64]))  # OpenSSL: "valid"
+    reader = Reader([RecipientPrivateKey.generate(X)], [disguised])
+    with pytest.raises(BadSignature, match="not a canonical Ed25519 encoding"):
+        reader.verify(forged)
+
+
+def test_a_body_over_64_mib_is_rejected_even_when_the_payload_holds_it() -> None:
+    body_len = fmt.MAX_BODY + 1
+    prefix = struct.pack(">BBIqH", Kind.SEGMENT, 0, 1, 0, 0) + struct.pack(">I", body_len)
+    payload = bytearray(len(prefix) + body_len)
+    payload[: len(prefix)] = prefix
+    with pytest.raises(MalformedObject, match=f"body length {body_len} exceeds 67108864"):
+        fmt.decode_inner(payload)

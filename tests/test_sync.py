@@ -97,6 +97,7 @@ class Doorbell:
 
     def end_clip(self, media: Media) -> list[SealedObject]:
         end = {"notice": "clip-end", "clip": CLIP, "stream": STREAM, "last_index": 3}
+        end |= {"reason": "post-roll"}
         return self.sealer.seal(Kind.NOTICE, end)
 
     def clip(self, media: Media) -> list[SealedObject]:
@@ -352,7 +353,7 @@ def test_an_announced_quota_gap_is_reported_but_not_a_failure(
     )
     assert "FAIL" not in printed
     assert printed.splitlines()[-1].endswith("gaps: 1 announced, 0 unexplained")
-    assert "segment 1 is missing; the clip has a gap" in printed
+    assert "segments 1..2 are missing; the clip has a gap" in printed
     assert decoded_frames(out / "clips" / CLIP_FILE) == media.frames() - sum(
         s.frames for s in media.segments[1:3]
     )

@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from vectors.chains import run_chain_vector
 
+from doorbell.phone.rules import check_contents
 from doorbell.sealing import (
     DevicePublicKey,
     DeviceSigningKey,
@@ -184,3 +187,86 @@ def test_invalid_objects_rejected(vector: dict[str, Any]) -> None:
     reader = Reader(list(_phones().values()), [_device().public_key])
     with pytest.raises(SealingError, match=vector["error"]):
         reader.open(bytes.fromhex(vector["object"]))
+
+
+# --- the phone's rules: committed vectors every reader must agree with -----------------------
+
+
+def _reader() -> Reader:
+    return Reader(list(_phones().values()), [_device().public_key])
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid_signatures"], ids=lambda v: v["description"])
+def test_non_canonical_signatures_rejected(vector: dict[str, Any]) -> None:
+    with pytest.raises(SealingError, match=vector["error"]):
+        _reader().open(bytes.fromhex(vector["object"]))
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid_payloads"], ids=lambda v: v["description"])
+def test_invalid_payloads_rejected(vector: dict[str, Any]) -> None:
+    """Authentic objects whose payload breaks a rule of FORMAT.md 4 or 4.1 (or 7): rejected
+    when opened, or by the phone's checks before any part is used."""
+    with pytest.raises(SealingError, match=re.escape(vector["error"])):
+        check_contents(_reader().open(bytes.fromhex(vector["object"])))
+
+
+@pytest.mark.parametrize("vector", VECTORS["chains"], ids=lambda v: v["description"])
+def test_chain_vectors(vector: dict[str, Any]) -> None:
+    device_id = _device().public_key.device_id.hex()
+    assert run_chain_vector(vector, device_id, _reader()) == vector["codes"]
+
+
+def test_chain_vectors_cover_every_new_rule() -> None:
+    codes = {code for vector in VECTORS["chains"] for code in vector["codes"]}
+    assert codes >= {
+        "reordered",
+        "replaced",
+        "fork",
+        "restart-mismatch",
+        "notice-hides-delivered",
+        "bad-discard",
+        "overlapping-notices",
+        "eviction-order",
+        "stanzas",
+        "keyring-rollback",
+    }
+    assert any(vector["codes"] == [] for vector in VECTORS["chains"])
+
+
+def test_hybrid_stanza_opens_with_the_x_wing_combiner_written_out() -> None:
+    """Suite 02 is X-Wing as in draft-connolly-cfrg-xwing-kem-06 and later (= MLKEM768-X25519
+    of draft-irtf-cfrg-concrete-hybrid-kems, HPKE KEM id 0x647A): the shared secret is
+    SHA3-256(ss_M || ss_X || ct_X || pk_X || XWingLabel), then RFC 9180's base-mode key
+    schedule. Written out here from those documents, not through pyca's HPKE."""
+    import hmac
+
+    from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+    vector = VECTORS["objects"][1]
+    envelope = fmt.parse_envelope(bytes.fromhex(vector["object"]))
+    [pq] = [p for p in VECTORS["phones"] if p["suite"] == "mlkem768-x25519"]
+    secret, public = bytes.fromhex(pq["secret_raw"]), bytes.fromhex(pq["public_raw"])
+    [recipient] = [r for r in vector["recipients"] if r["name"] == pq["name"]]
+    [stanza] = [s for s in envelope.stanzas if s.tag.hex() == recipient["tag"]]
+    enc, ct = stanza.wrapped[:1120], stanza.wrapped[1120:]
+    ct_m, ct_x = enc[:1088], enc[1088:]
+    ss_m = mlkem.MLKEM768PrivateKey.from_seed_bytes(secret[:64]).decapsulate(ct_m)
+    ss_x = x25519.X25519PrivateKey.from_private_bytes(secret[64:]).exchange(
+        x25519.X25519PublicKey.from_public_bytes(ct_x)
+    )
+    shared = hashlib.sha3_256(ss_m + ss_x + ct_x + public[1184:] + b"\\.//^\\").digest()
+
+    suite_id = b"HPKE" + bytes.fromhex("647a") + bytes.fromhex("0001") + bytes.fromhex("0002")
+
+    def extract(salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        return hmac.digest(salt or bytes(32), b"HPKE-v1" + suite_id + label + ikm, "sha256")
+
+    def expand(prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+        labeled = length.to_bytes(2, "big") + b"HPKE-v1" + suite_id + label + info
+        return hmac.digest(prk, labeled + b"\x01", "sha256")[:length]
+
+    info = bytes.fromhex(recipient["hpke_info"])
+    context = b"\x00" + extract(b"", b"psk_id_hash", b"") + extract(b"", b"info_hash", info)
+    schedule = extract(shared, b"secret", b"")
+    key, nonce = expand(schedule, b"key", context, 32), expand(schedule, b"base_nonce", context, 12)
+    assert AESGCM(key).decrypt(nonce, ct, b"").hex() == vector["data_key"]

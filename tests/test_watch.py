@@ -3,6 +3,7 @@ forged, foreign, duplicated and forked messages reported and skipped."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import stat
@@ -366,3 +367,104 @@ def test_an_event_without_out_dir_or_snapshot_has_none(rig: SealingDoorbell) -> 
     [line], err = screen.lines()
     assert err == []
     assert json.loads(line)["snapshot"] is None
+
+
+# --- the phone remembers: replays, rollbacks and stanzas across restarts --------------------
+
+
+def test_a_replayed_event_after_a_restart_is_a_replay_not_a_ring(
+    rig: SealingDoorbell, link: MakeLink, watching: Callable[..., Watch]
+) -> None:
+    """Through the real broker: the first watch shows a ring; a broker replaying it (or an
+    older one) to the next watch gets a REPLAY on stderr, and only the new ring is shown."""
+    made = link(device=rig.device_id)
+    older = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
+    shown = only(rig.event("ring", time_us=WHEN_US + 1_000_000), Kind.EVENT)
+    first = watching("--count", "1")
+    made.deliver(shown.name, shown.data, Kind.EVENT)
+    code, stdout, stderr = first.finish()
+    assert code == 0 and len(stdout.splitlines()) == 1, stderr
+
+    new = only(rig.event("motion", time_us=WHEN_US + 2_000_000), Kind.EVENT)
+    second = watching("--count", "1")
+    for sealed in (shown, older, new):
+        made.deliver(sealed.name, sealed.data, Kind.EVENT)
+    code, stdout, stderr = second.finish()
+    assert code == 0, stderr
+    assert [line.split("  ")[1] for line in stdout.splitlines()] == ["motion"]
+    topic = made.topics.event
+    assert stderr.splitlines() == [
+        f"doorbell-phone: skipped a message on {topic}: REPLAY: event {seq} is not newer than "
+        f"seq {shown.seq}, which this phone has already seen (replayed or held back by the "
+        "broker): not a new ring"
+        for seq in (shown.seq, older.seq)
+    ]
+
+
+def test_a_keyring_rolled_back_after_a_restart_is_refused(rig: SealingDoorbell) -> None:
+    topic = f"doorbell/{rig.device_id}/keyring"
+    first = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+    partner = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    with KeyringStore(rig.state).editing() as box:
+        box[0] = box[0].add("partner", partner, datetime.now(UTC))
+    second = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+    screen = Screen(rig)
+    screen.watcher.handle(topic, first.data)
+    screen.watcher.handle(topic, second.data)
+    assert len(screen.lines()[0]) == 2
+
+    # The device state is restored from a backup: epoch 1 again, at a higher seq.
+    key, _ = load_device_key(rig.state)
+    old = rig.home.reader().open(first.data)
+    keyring = KeyringStore(rig.state).load().revoke("partner")
+    rolled = dataclasses.replace(keyring, epoch=1)
+    data = seal_bytes(
+        key,
+        rolled,
+        second.seq + 5,
+        bytes(32),
+        Kind.KEYRING,
+        {"epoch": 1},
+        bytes(old.body),
+        WHEN_US,
+    )
+    restarted = Screen(rig)
+    restarted.watcher.handle(topic, first.data)  # retained and older: not news, no alarm
+    restarted.watcher.handle(topic, data)
+    out, err = restarted.lines()
+    assert out == []
+    assert err == [
+        f"doorbell-phone: skipped a message on {topic}: keyring rollback: seq {second.seq + 5} "
+        f"is sealed under epoch 1, but this phone has already seen keyring epoch 2 "
+        f"(seq {second.seq})"
+    ]
+
+
+def test_live_events_are_held_to_the_keyring_and_the_meta_rules(rig: SealingDoorbell) -> None:
+    screen = Screen(rig)
+    topic = f"doorbell/{rig.device_id}/event"
+    keyring_object, event = rig.event("ring", time_us=WHEN_US)
+    screen.watcher.handle(f"doorbell/{rig.device_id}/keyring", keyring_object.data)
+    screen.watcher.handle(topic, event.data)
+    assert len(screen.lines()[0]) == 2
+
+    key, _ = load_device_key(rig.state)
+    keyring = KeyringStore(rig.state).load()
+    stranger = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    extra = dataclasses.replace(
+        keyring.add("mallory", stranger, datetime.now(UTC)), epoch=keyring.epoch
+    )
+    meta = {"type": "ring", "clip": "0" * 32, "stream": "", "first_index": 0}
+    prev = rig.home.reader().verify(event.data).chain_hash
+    spied = seal_bytes(key, extra, event.seq + 1, prev, Kind.EVENT, meta, b"", WHEN_US)
+    screen.watcher.handle(topic, spied)
+    sloppy = seal_bytes(key, keyring, event.seq + 2, prev, Kind.EVENT, {"type": "ring"}, b"", 0)
+    screen.watcher.handle(topic, sloppy)
+    out, err = screen.lines()
+    assert out == []
+    assert err == [
+        f"doorbell-phone: skipped a message on {topic}: seq {event.seq + 1}: stanzas are not "
+        "exactly the keyring: 1 stanza(s) for keys not in the keyring",
+        f"doorbell-phone: skipped a message on {topic}: object {event.seq + 2}: event meta: "
+        "'clip' is missing",
+    ]

@@ -1,20 +1,39 @@
 """Checks a set of sealed objects as a whole: signatures, then each device's chain.
 
-Everything a bucket operator could do to footage without the device key shows up
-here: altered or forged objects, deleted ones (gaps), reordered or renamed ones,
-duplicates, forks, and objects replayed from another device.
+This is the phone's one rule set (docs/FORMAT.md sections 4.1, 6 and 7). ``verify``,
+``sync`` and ``export`` run it over a folder; ``watch`` runs the per-object rules of
+`doorbell.phone.rules` that this module also uses. Everything a bucket operator could do
+to footage without the device key shows up here: altered or forged objects, deleted ones
+(gaps), reordered, replaced or renamed ones, duplicates, forks, objects replayed from
+another device. Notices signed by the device are held to the device's own behaviour, so
+that even a stolen device key cannot explain a deletion away.
+
+Announced ranges are handled as ranges (bisection over the objects present), never number
+by number: a notice claiming 2^63 numbers costs what a notice claiming one costs.
 """
 
 from __future__ import annotations
 
+import bisect
+import enum
+import itertools
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from doorbell.phone.memory import NOTHING, Head, KnownKeyring, Remembered
 from doorbell.phone.objects import ObjectSource, ObjectUnreadable
+from doorbell.phone.rules import (
+    ObjectRejected,
+    check_contents,
+    epoch_rollback,
+    stanza_mismatch,
+)
 from doorbell.sealing import (
     ZERO_PREV,
     Envelope,
+    Keyring,
     Kind,
     MalformedObject,
     NotARecipient,
@@ -23,6 +42,39 @@ from doorbell.sealing import (
     UntrustedDevice,
     object_name,
 )
+from doorbell.sealing.format import RESERVATION_BLOCK
+
+
+class Code(enum.StrEnum):
+    """What kind of finding: stable names for programs and test vectors."""
+
+    UNREADABLE = "unreadable"
+    MALFORMED = "malformed"
+    UNTRUSTED = "untrusted"
+    FORGED = "forged"
+    UNOPENABLE = "unopenable"
+    REJECTED = "rejected"  # authentic and opened, but breaks a payload, meta or keyring rule
+    NOT_FOR_US = "not-sealed-to-this-phone"
+    RENAMED = "renamed"
+    DUPLICATE = "duplicate"
+    FORK = "fork"
+    REORDERED = "reordered"
+    REPLACED = "replaced"
+    BAD_START = "bad-start"
+    RESTART = "restart-mismatch"
+    HIDES = "notice-hides-delivered"
+    DISCARD = "bad-discard"
+    OVERLAP = "overlapping-notices"
+    EVICTION_ORDER = "eviction-order"
+    EVICTED_PRESENT = "evicted-but-present"
+    MISSING = "missing"
+    UNCONFIRMED = "unconfirmed-gap"
+    ANNOUNCED = "announced-gap"
+    KEYRING = "keyring"
+    ROLLBACK = "keyring-rollback"
+    STANZAS = "stanzas"
+    CLIP = "clip"
+    NEWEST_MISSING = "newest-missing"
 
 
 @dataclass(frozen=True)
@@ -32,6 +84,7 @@ class Finding:
     where: str
     message: str
     problem: bool = True
+    code: str = ""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
@@ -39,19 +92,24 @@ class Finding:
 
 @dataclass(frozen=True)
 class Contents:
-    """What an opened object holds, minus its body (bodies are re-read on demand)."""
+    """What an opened object holds, minus its body (bodies are re-read on demand).
+
+    A keyring object's body is small and needed for every other object: it is kept,
+    parsed, as ``keyring``."""
 
     kind: Kind
     time_us: int
     epoch: int
     meta: dict[str, Any]
+    keyring: Keyring | None = None
 
 
 @dataclass
 class Entry:
     name: str
     envelope: Envelope
-    contents: Contents | None  # None: authentic, but not sealed to this phone
+    contents: Contents | None  # None: authentic, but not sealed to this phone (or rejected)
+    rejected: bool = False  # authentic, but it breaks a rule: its contents are not used
 
     @property
     def seq(self) -> int:
@@ -62,6 +120,8 @@ class Entry:
 class Verification:
     entries: list[Entry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Per device: the newest authentic object and keyring in this set, for the phone's memory.
+    seen: dict[bytes, Remembered] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -71,198 +131,785 @@ class Verification:
     def problems(self) -> list[Finding]:
         return [f for f in self.findings if f.problem]
 
-    def add(self, where: str, message: str, *, problem: bool = True) -> None:
-        self.findings.append(Finding(where, message, problem))
+    def add(self, where: str, message: str, *, problem: bool = True, code: str = "") -> None:
+        self.findings.append(Finding(where, message, problem, code))
 
 
-def verify_source(source: ObjectSource, reader: Reader) -> Verification:
-    """Verify and open every object in ``source``; keep metadata only, never bodies."""
+def verify_source(
+    source: ObjectSource,
+    reader: Reader,
+    remembered: Mapping[bytes, Remembered] | None = None,
+) -> Verification:
+    """Verify and open every object in ``source``; keep metadata only, never bodies.
+
+    ``remembered`` is what this phone saw of each device before (`PhoneMemory.load`):
+    objects it saw count as delivered even when absent here, and its newest keyring
+    is known. Nothing is written to it here: callers decide what to remember."""
     result = Verification()
     for name in source.names():
-        try:
-            data = source.read(name)
-            envelope = reader.verify(data)
-        except ObjectUnreadable as exc:
-            result.add(name, f"unreadable: {exc}")
-            continue
-        except MalformedObject as exc:
-            result.add(name, f"malformed: {exc}")
-            continue
-        except UntrustedDevice as exc:
-            result.add(name, f"not from a trusted doorbell: {exc} (foreign or replayed object)")
-            continue
-        except SealingError as exc:
-            result.add(name, f"tampered or forged: {exc}")
-            continue
-        try:
-            opened = reader.open_envelope(envelope)
-            contents: Contents | None = Contents(
-                opened.kind, opened.time_us, opened.epoch, opened.meta
-            )
-        except NotARecipient:
-            contents = None
-        except SealingError as exc:
-            result.add(name, f"signed but does not open: {exc}")
-            continue
-        del data
-        result.entries.append(Entry(name, envelope, contents))
-    unreadable = sum(1 for e in result.entries if e.contents is None)
+        entry = _read(source, reader, name, result)
+        if entry is not None:
+            result.entries.append(entry)
+    unreadable = sum(1 for e in result.entries if e.contents is None and not e.rejected)
     if unreadable:
         result.add(
             "keys",
             f"{unreadable} authentic object(s) are not sealed to this phone "
             "(sealed before it was enrolled or after it was revoked)",
             problem=False,
+            code=Code.NOT_FOR_US,
         )
     by_device: dict[bytes, list[Entry]] = defaultdict(list)
     for entry in result.entries:
         by_device[entry.envelope.device_id].append(entry)
-    for entries in by_device.values():
-        _check_chain(entries, result)
+    memory = remembered or {}
+    for device_id, entries in by_device.items():
+        _DeviceChain(entries, result, memory.get(device_id, NOTHING)).check()
     return result
+
+
+def _read(source: ObjectSource, reader: Reader, name: str, result: Verification) -> Entry | None:
+    try:
+        data = source.read(name)
+        envelope = reader.verify(data)
+    except ObjectUnreadable as exc:
+        result.add(name, f"unreadable: {exc}", code=Code.UNREADABLE)
+        return None
+    except MalformedObject as exc:
+        result.add(name, f"malformed: {exc}", code=Code.MALFORMED)
+        return None
+    except UntrustedDevice as exc:
+        result.add(
+            name,
+            f"not from a trusted doorbell: {exc} (foreign or replayed object)",
+            code=Code.UNTRUSTED,
+        )
+        return None
+    except SealingError as exc:
+        result.add(name, f"tampered or forged: {exc}", code=Code.FORGED)
+        return None
+    try:
+        opened = reader.open_envelope(envelope)
+    except NotARecipient:
+        return Entry(name, envelope, None)
+    except SealingError as exc:
+        # Signed by the device, so its place in the chain is authentic; its payload is not usable.
+        result.add(name, f"signed but does not open: {exc}", code=Code.UNOPENABLE)
+        return Entry(name, envelope, None, rejected=True)
+    try:
+        keyring = check_contents(opened)
+    except ObjectRejected as exc:
+        result.add(name, f"rejected: {exc}", code=Code.REJECTED)
+        return Entry(name, envelope, None, rejected=True)
+    contents = Contents(opened.kind, opened.time_us, opened.epoch, opened.meta, keyring)
+    return Entry(name, envelope, contents)
 
 
 @dataclass(frozen=True)
 class _Gap:
+    """Numbers announced as never to appear: a restart's skip or a quota eviction."""
+
     first: int
     last: int
-    reason: str
-    bridge: bytes | None  # chain hash of the last object in the gap, when announced
+    reason: str  # "restart", "quota" or an unconfirmed restart
+    notice: int  # seq of the object that announced it
+    bridge: bytes | None = None  # chain hash of object ``last``, for quota ranges
+    confirmed: bool = True  # False: implied by an object this phone cannot open
 
 
-def _announcements(entries: list[Entry]) -> tuple[list[_Gap], dict[int, int | None]]:
-    """Gaps the device announced, and restart notices (seq -> the seq it resumes after)."""
-    gaps: list[_Gap] = []
-    restarts: dict[int, int | None] = {}
-    for entry in entries:
-        contents = entry.contents
-        if contents is None or contents.kind is not Kind.NOTICE:
-            continue
-        meta = contents.meta
-        try:
-            if meta.get("notice") == "restart":
-                skipped = meta["skipped"]
-                gaps.append(_Gap(int(skipped["first"]), int(skipped["last"]), "restart", None))
-                previous = meta.get("previous")
-                restarts[entry.seq] = None if previous is None else int(previous["seq"])
-            elif meta.get("notice") == "discarded":
-                for item in meta["ranges"]:
-                    bridge = bytes.fromhex(item["last_hash"]) if item.get("last_hash") else None
-                    gaps.append(_Gap(int(item["first"]), int(item["last"]), meta["reason"], bridge))
-        except (KeyError, TypeError, ValueError):
-            # Signed by the device, so this is a device bug, not an attack: report it.
-            continue
-    return gaps, restarts
+@dataclass(frozen=True)
+class _Clip:
+    clip_id: str
+    stream: str
+    first_index: int
+    last_index: int | None
+    event_seq: int
 
 
-def _check_chain(entries: list[Entry], result: Verification) -> None:
-    device = entries[0].envelope.device_id.hex()[:16]
-    by_seq: dict[int, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        expected = object_name(entry.envelope.device_id, entry.seq)
-        if entry.name != expected:
-            result.add(
-                entry.name,
-                f"holds seq {entry.seq} of device {device}, whose name is {expected} "
-                "(renamed or reordered)",
-            )
-        by_seq[entry.seq].append(entry)
-    for seq, same in sorted(by_seq.items()):
-        first = same[0]
-        for other in same[1:]:
-            if other.envelope.data == first.envelope.data:
-                result.add(other.name, f"duplicate of {first.name} (seq {seq})")
-            else:
-                result.add(
-                    other.name,
-                    f"fork: a different object than {first.name} with the same seq {seq} "
-                    "(device state rolled back or device key compromised)",
+class _DeviceChain:
+    """The chain rules for one device's objects (FORMAT.md section 6)."""
+
+    def __init__(self, entries: list[Entry], result: Verification, memory: Remembered) -> None:
+        self.result = result
+        self.memory = memory
+        self.head: Head | None = memory.head
+        self.device_id = entries[0].envelope.device_id
+        self.device = f"device {self.device_id.hex()[:16]}"
+        self.entries = entries
+        self.unique: dict[int, Entry] = {}
+        self.present: list[int] = []
+        self.gaps: list[_Gap] = []
+        self.restarts: set[int] = set()  # seqs of restart notices this phone read
+        self.forked: set[int] = set()
+
+    def add(self, where: str, message: str, code: Code, *, problem: bool = True) -> None:
+        self.result.add(where, message, problem=problem, code=code)
+
+    def check(self) -> None:
+        self._names_and_forks()
+        self._keyrings()
+        self._notices()
+        self._links()
+        self._overlaps()
+        self._missing()
+        self._eviction_order()
+        self._clips()
+        self._remember()
+
+    # -- names, duplicates, forks ---------------------------------------------------------
+
+    def _names_and_forks(self) -> None:
+        by_seq: dict[int, list[Entry]] = defaultdict(list)
+        for entry in self.entries:
+            expected = object_name(self.device_id, entry.seq)
+            if entry.name != expected:
+                self.add(
+                    entry.name,
+                    f"holds seq {entry.seq} of {self.device}, whose name is {expected} "
+                    "(renamed or reordered)",
+                    Code.RENAMED,
                 )
-    unique = {seq: same[0] for seq, same in by_seq.items()}
-    by_hash = {e.envelope.chain_hash: e for e in unique.values()}
-    gaps, restarts = _announcements(list(unique.values()))
+            by_seq[entry.seq].append(entry)
+        for seq, same in sorted(by_seq.items()):
+            first = same[0]
+            for other in same[1:]:
+                if other.envelope.data == first.envelope.data:
+                    self.add(other.name, f"duplicate of {first.name} (seq {seq})", Code.DUPLICATE)
+                else:
+                    self.forked.add(seq)
+                    self.add(
+                        other.name,
+                        f"fork: a different object than {first.name} with the same seq {seq} "
+                        "(device state rolled back or device key compromised)",
+                        Code.FORK,
+                    )
+            self.unique[seq] = first
+        self.present = sorted(self.unique)
+        head = self.head
+        if head is not None and head.seq in self.unique:
+            entry = self.unique[head.seq]
+            if entry.envelope.chain_hash != head.hash:
+                self.forked.add(head.seq)
+                self.add(
+                    entry.name,
+                    f"fork: seq {head.seq} differs from the object with that seq this phone "
+                    "verified before (device state rolled back or device key compromised)",
+                    Code.FORK,
+                )
 
-    def announced(seq: int) -> _Gap | None:
-        return next((g for g in gaps if g.first <= seq <= g.last), None)
+    # -- keyrings, epochs, stanzas (FORMAT.md section 7) ---------------------------------------
 
-    for seq, entry in sorted(unique.items()):
-        prev = entry.envelope.prev
-        if prev == ZERO_PREV:
-            if seq != 0 and not (seq in restarts and restarts[seq] is None):
-                if entry.contents is None:
-                    # Only a restart after a lost chain head does this, and its notice is
-                    # not sealed to this phone: it can neither confirm nor refute it.
-                    result.add(
+    def _keyrings(self) -> None:
+        known: dict[int, tuple[int, Keyring]] = {}
+        remembered = self.memory.keyring
+        if remembered is not None:
+            known[remembered.epoch] = (remembered.seq, remembered.keyring)
+        for seq in self.present:
+            entry = self.unique[seq]
+            keyring = entry.contents.keyring if entry.contents is not None else None
+            if keyring is None:
+                continue
+            earlier = known.setdefault(keyring.epoch, (seq, keyring))
+            if earlier[1] != keyring:
+                self.add(
+                    entry.name,
+                    f"keyring epoch {keyring.epoch} differs from the keyring of the same epoch "
+                    f"in seq {earlier[0]}: one epoch, two keyrings",
+                    Code.KEYRING,
+                )
+        newest: tuple[int, int] | None = None  # (seq, epoch) of the highest epoch so far
+        opened = [s for s in self.present if self.unique[s].contents is not None]
+        for seq in opened:
+            contents = self.unique[seq].contents
+            assert contents is not None
+            rollback = epoch_rollback(seq, contents.epoch, newest, remembered)
+            if rollback is not None:
+                self.add(self.unique[seq].name, rollback, Code.ROLLBACK)
+            if newest is None or contents.epoch > newest[1]:
+                newest = (seq, contents.epoch)
+        for seq, epoch, inferred in self._epochs(opened):
+            sealed_under = known.get(epoch)
+            if sealed_under is None:
+                continue
+            entry = self.unique[seq]
+            mismatch = stanza_mismatch(entry.envelope, sealed_under[1])
+            if mismatch is not None:
+                how = " (the objects around it were sealed under it)" if inferred else ""
+                self.add(entry.name, f"keyring epoch {epoch}{how}: {mismatch}", Code.STANZAS)
+
+    def _epochs(self, opened: list[int]) -> list[tuple[int, int, bool]]:
+        """(seq, epoch, inferred) for every object whose keyring epoch is known.
+
+        An object this phone cannot open has an unknown epoch, unless the nearest objects
+        it can open before and after it carry the same epoch: epochs never go back, and a
+        keyring change bumps the epoch, so it was sealed under that epoch too."""
+        out = []
+        for seq in self.present:
+            entry = self.unique[seq]
+            if entry.rejected:
+                continue
+            if entry.contents is not None:
+                out.append((seq, entry.contents.epoch, False))
+                continue
+            at = bisect.bisect_left(opened, seq)
+            if 0 < at < len(opened):
+                before = self.unique[opened[at - 1]].contents
+                after = self.unique[opened[at]].contents
+                if before is not None and after is not None and before.epoch == after.epoch:
+                    out.append((seq, before.epoch, True))
+        return out
+
+    # -- notices (FORMAT.md section 6) -------------------------------------------------------
+
+    def _notices(self) -> None:
+        for seq in self.present:
+            contents = self.unique[seq].contents
+            if contents is None or contents.kind is not Kind.NOTICE:
+                continue
+            notice = contents.meta["notice"]
+            if notice == "restart":
+                self._restart(seq, contents.meta)
+            elif notice == "discarded":
+                self._discarded(seq, contents.meta)
+
+    def _known_in(self, first: int, last: int) -> tuple[int, str] | None:
+        """An object with a seq in first..last that this phone has seen, and where."""
+        at = bisect.bisect_left(self.present, first)
+        if at < len(self.present) and self.present[at] <= last:
+            return self.present[at], "in this set"
+        if self.head is not None and first <= self.head.seq <= last:
+            return self.head.seq, "earlier (remembered)"
+        return None
+
+    def _older_known(self, seq: int) -> int | None:
+        known = [self.present[0]] + ([self.head.seq] if self.head is not None else [])
+        below = [s for s in known if s < seq]
+        return min(below) if below else None
+
+    def _restart(self, seq: int, meta: dict[str, Any]) -> None:
+        entry = self.unique[seq]
+        self.restarts.add(seq)
+        previous = meta["previous"]
+        first, last = meta["skipped"]["first"], meta["skipped"]["last"]
+        broken = []
+        if previous is None:
+            expect_prev, expect_first = ZERO_PREV, 0
+            older = self._older_known(seq)
+            if older is not None:
+                broken.append(
+                    f"says no chain head was recorded (previous: null), but this phone "
+                    f"knows seq {older} of this device"
+                )
+        else:
+            expect_prev, expect_first = bytes.fromhex(previous["hash"]), previous["seq"] + 1
+            if previous["seq"] >= seq:
+                broken.append(f"previous.seq {previous['seq']} is not below its own seq")
+            head_hash = self._hash_of(previous["seq"])
+            if head_hash is not None and head_hash != expect_prev:
+                broken.append(
+                    f"previous.hash is not the chain hash of seq {previous['seq']} "
+                    "(the object at that seq was replaced, or the notice lies)"
+                )
+        if entry.envelope.prev != expect_prev:
+            what = "32 zero bytes" if previous is None else "previous.hash"
+            broken.append(f"its prev is not {what}")
+        if (first, last) != (expect_first, seq - 1):
+            broken.append(
+                f"skipped is {first}..{last}, must be {expect_first}..{seq - 1} "
+                "(from the number after previous.seq to the number before the notice)"
+            )
+        span = last - first + 1
+        if span > RESERVATION_BLOCK:
+            broken.append(
+                f"skipped covers {span} numbers, more than one reservation block "
+                f"({RESERVATION_BLOCK})"
+            )
+        for reason in broken:
+            self.add(entry.name, f"restart notice seq {seq}: {reason}", Code.RESTART)
+        if first <= last:
+            hidden = self._known_in(first, last)
+            if hidden is not None:
+                self.add(
+                    entry.name,
+                    f"restart notice seq {seq} skips {first}..{last}, but seq {hidden[0]} was "
+                    f"delivered ({hidden[1]}): notice hides a delivered object",
+                    Code.HIDES,
+                )
+            elif not broken:
+                self.gaps.append(_Gap(first, last, "restart", seq))
+
+    def _hash_of(self, seq: int) -> bytes | None:
+        entry = self.unique.get(seq)
+        if entry is not None:
+            return entry.envelope.chain_hash
+        if self.head is not None and self.head.seq == seq:
+            return self.head.hash
+        return None
+
+    def _discarded(self, seq: int, meta: dict[str, Any]) -> None:
+        entry = self.unique[seq]
+        reason = meta["reason"]
+        if reason != "quota":
+            self.add(
+                entry.name,
+                f"discarded notice seq {seq}: reason {reason!r}; only 'quota' discards exist "
+                "(the device seals only what it delivers)",
+                Code.DISCARD,
+            )
+            return
+        for item in meta["ranges"]:
+            first, last = item["first"], item["last"]
+            bridge = bytes.fromhex(item["last_hash"])
+            if not first <= last < seq:
+                self.add(
+                    entry.name,
+                    f"discarded notice seq {seq}: range {first}..{last} is not "
+                    "first <= last < the notice's seq",
+                    Code.DISCARD,
+                )
+                continue
+            last_hash = self._hash_of(last)
+            if last_hash is not None and last_hash != bridge:
+                self.add(
+                    entry.name,
+                    f"discarded notice seq {seq}: last_hash of range {first}..{last} is not "
+                    f"the chain hash of seq {last}",
+                    Code.DISCARD,
+                )
+            self._evicted_but_known(entry, seq, first, last)
+            self.gaps.append(_Gap(first, last, "quota", seq, bridge))
+
+    def _evicted_but_known(self, entry: Entry, seq: int, first: int, last: int) -> None:
+        low = bisect.bisect_left(self.present, first)
+        high = bisect.bisect_right(self.present, last)
+        if high > low:
+            # The device evicts from every sink's queue at once; a faster sink (the local
+            # folder) may have taken the object already. Not a deletion: a note.
+            self.add(
+                self.device,
+                f"{high - low} object(s) in {first}..{last} (first seq {self.present[low]}) "
+                f"are here although notice seq {seq} announces them evicted by quota "
+                "(a sink took them before the eviction)",
+                Code.EVICTED_PRESENT,
+                problem=False,
+            )
+        head = self.head
+        if head is not None and first <= head.seq <= last and head.seq not in self.unique:
+            self.add(
+                entry.name,
+                f"discarded notice seq {seq} announces {first}..{last} evicted, but this phone "
+                f"saw seq {head.seq} delivered earlier and it is absent: notice hides a "
+                "delivered object",
+                Code.HIDES,
+            )
+
+    # -- links (FORMAT.md section 6) ---------------------------------------------------------
+
+    def _links(self) -> None:
+        bridges = {g.last: g for g in self.gaps if g.bridge is not None}
+        by_hash = {self.unique[s].envelope.chain_hash: s for s in self.present}
+        head = self.head
+        if head is not None:
+            by_hash.setdefault(head.hash, head.seq)
+        for seq in self.present:
+            if seq in self.restarts:
+                continue  # its prev is held to previous.hash by the restart rules
+            entry = self.unique[seq]
+            prev = entry.envelope.prev
+            if seq == 0:
+                if prev != ZERO_PREV:
+                    message = "chain: seq 0 must start the chain (prev all zero)"
+                    self.add(entry.name, message, Code.BAD_START)
+                continue
+            if prev == ZERO_PREV:
+                self._new_chain(entry)
+                continue
+            before = self._hash_of(seq - 1)
+            if before == prev:
+                continue
+            linked = by_hash.get(prev)
+            if linked is not None and linked < seq - 1 and before is None and self._unknown(entry):
+                self._unreadable_restart(entry, linked)
+            elif linked is not None:
+                self.add(
+                    entry.name,
+                    f"chain: seq {seq} names seq {linked} as its predecessor, not seq {seq - 1} "
+                    "(reordered or spliced)",
+                    Code.REORDERED,
+                )
+            elif before is not None:
+                earlier = "" if seq - 1 in self.unique else " this phone verified earlier"
+                self.add(
+                    entry.name,
+                    f"chain: seq {seq} does not follow seq {seq - 1}{earlier} (one was replaced)",
+                    Code.REPLACED,
+                )
+            else:
+                gap = bridges.get(seq - 1)
+                if gap is not None and gap.bridge != prev:
+                    self.add(
                         entry.name,
-                        f"seq {seq} restarts the chain; its notice is not sealed to this phone",
+                        f"chain: seq {seq} does not follow the gap notice seq {gap.notice} "
+                        "announced (its prev is not the range's last_hash)",
+                        Code.REPLACED,
+                    )
+
+    @staticmethod
+    def _unknown(entry: Entry) -> bool:
+        """Authentic, but this phone cannot see what it is (not sealed to it)."""
+        return entry.contents is None and not entry.rejected
+
+    def _new_chain(self, entry: Entry) -> None:
+        seq = entry.seq
+        older = self._older_known(seq)
+        if self._unknown(entry) and older is None:
+            # Only a restart after a lost chain head does this, and its notice is not
+            # sealed to this phone: it can neither confirm nor refute it.
+            self.add(
+                entry.name,
+                f"seq {seq} restarts the chain; its notice is not sealed to this phone",
+                Code.UNCONFIRMED,
+                problem=False,
+            )
+        elif self._unknown(entry):
+            self.add(
+                entry.name,
+                f"chain: seq {seq} starts a new chain (prev all zero) although this phone "
+                f"knows seq {older} of this device",
+                Code.BAD_START,
+            )
+        else:
+            self.add(
+                entry.name,
+                f"chain: seq {seq} claims to start the chain but is not seq 0 "
+                "(and not a restart notice)",
+                Code.BAD_START,
+            )
+
+    def _unreadable_restart(self, entry: Entry, linked: int) -> None:
+        """An object this phone cannot open names an older object as its predecessor.
+
+        Only a restart notice does that; this phone cannot read it, so the same limits
+        apply to what the signed link itself says: at most one reservation block skipped,
+        and nothing this phone has seen inside it."""
+        seq = entry.seq
+        first, last = linked + 1, seq - 1
+        span = last - first + 1
+        hidden = self._known_in(first, last)
+        if span > RESERVATION_BLOCK:
+            self.add(
+                entry.name,
+                f"chain: seq {seq} names seq {linked} as its predecessor, skipping {span} "
+                f"numbers: more than a restart may skip ({RESERVATION_BLOCK})",
+                Code.REORDERED,
+            )
+        elif hidden is not None:
+            self.add(
+                entry.name,
+                f"chain: seq {seq} names seq {linked} as its predecessor, skipping seq "
+                f"{hidden[0]}, which was delivered ({hidden[1]}): notice hides a delivered object",
+                Code.HIDES,
+            )
+        else:
+            self.gaps.append(_Gap(first, last, "restart", seq, confirmed=False))
+
+    # -- ranges ------------------------------------------------------------------------------
+
+    def _overlaps(self) -> None:
+        ordered = sorted(self.gaps, key=lambda g: (g.first, g.last))
+        widest: _Gap | None = None
+        for gap in ordered:
+            if widest is not None and gap.first <= widest.last:
+                self.add(
+                    self.device,
+                    f"range {gap.first}..{gap.last} announced by seq {gap.notice} overlaps "
+                    f"range {widest.first}..{widest.last} announced by seq {widest.notice}",
+                    Code.OVERLAP,
+                )
+            if widest is None or gap.last > widest.last:
+                widest = gap
+
+    def _missing(self) -> None:
+        # A gap followed by an object this phone cannot open (sealed before it was enrolled)
+        # may have been announced in a notice it cannot read either: it cannot be confirmed.
+        unreadable = [s for s in self.present if self._unknown(self.unique[s])]
+        unreadable_until = max(unreadable, default=-1)
+        gaps = _GapIndex(self.gaps)
+        expected = 0
+        for seq in [*self.present, None]:
+            stop = self.present[-1] + 1 if seq is None else seq
+            for first, last, gap in _uncovered(expected, stop - 1, gaps):
+                span = f"seq {first}" if first == last else f"seq {first}..{last}"
+                if gap is None and last < unreadable_until:
+                    self.add(
+                        self.device,
+                        f"{span} absent among objects not sealed to this phone: "
+                        "cannot confirm whether it was announced",
+                        Code.UNCONFIRMED,
+                        problem=False,
+                    )
+                elif gap is None:
+                    self.add(
+                        self.device, f"missing {span} (deleted or never delivered)", Code.MISSING
+                    )
+                elif not gap.confirmed:
+                    self.add(
+                        self.device,
+                        f"{span} skipped by a restart whose notice (seq {gap.notice}) is not "
+                        "sealed to this phone: cannot be confirmed",
+                        Code.UNCONFIRMED,
                         problem=False,
                     )
                 else:
-                    result.add(entry.name, f"seq {seq} claims to start the chain but is not seq 0")
-            continue
-        before = unique.get(seq - 1)
-        if before is not None and before.envelope.chain_hash == prev:
-            continue
-        linked = by_hash.get(prev)
-        if linked is not None and linked.seq < seq - 1:
-            # The device signed "I follow seq M": only a restart after an unclean stop
-            # does that, so the skipped numbers are announced by the chain itself,
-            # even to a phone that cannot open the restart notice.
-            if seq not in restarts:
-                gaps.append(_Gap(linked.seq + 1, seq - 1, "skipped at a restart", None))
-            continue
-        if linked is not None:
-            result.add(
-                entry.name,
-                f"chain: seq {seq} names seq {linked.seq} as its predecessor (reordered or forged)",
-            )
-        elif before is not None:
-            result.add(
-                entry.name, f"chain: seq {seq} does not follow seq {seq - 1} (one was replaced)"
-            )
-        else:
-            gap = announced(seq - 1)
-            if gap is not None and gap.bridge is not None and gap.bridge != prev:
-                result.add(entry.name, f"chain: seq {seq} does not follow the announced gap")
+                    self.add(
+                        self.device,
+                        f"{span} announced as {gap.reason}",
+                        Code.ANNOUNCED,
+                        problem=False,
+                    )
+            if seq is None:
+                break
+            expected = seq + 1
 
-    present = sorted(unique)
-    # A gap followed by an object this phone cannot open (sealed before it was enrolled)
-    # may have been announced in a notice it cannot read either: it cannot be confirmed.
-    unreadable = [seq for seq, entry in unique.items() if entry.contents is None]
-    unreadable_until = max(unreadable, default=-1)
-    expected_seq = 0
-    for seq in [*present, None]:
-        stop = present[-1] + 1 if seq is None else seq
-        missing = _uncovered(expected_seq, stop - 1, gaps)
-        for first, last, gap in missing:
-            span = f"seq {first}" if first == last else f"seq {first}..{last}"
-            if gap is None and last < unreadable_until:
-                result.add(
-                    f"device {device}",
-                    f"{span} absent among objects not sealed to this phone: "
-                    "cannot confirm whether it was announced",
-                    problem=False,
+    # -- clips and eviction order (FORMAT.md sections 4.1 and 6) -------------------------------
+
+    def _clip_plan(self) -> tuple[dict[str, _Clip], dict[str, list[tuple[int, int]]]]:
+        """Clips by id, and each stream's segments as sorted (index, seq)."""
+        events: dict[str, _Clip] = {}
+        ends: dict[str, int] = {}
+        segments: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for seq in self.present:
+            contents = self.unique[seq].contents
+            if contents is None:
+                continue
+            meta = contents.meta
+            if contents.kind is Kind.EVENT and meta["stream"]:
+                clip = _Clip(meta["clip"], meta["stream"], meta["first_index"], None, seq)
+                events.setdefault(clip.clip_id, clip)
+            elif contents.kind is Kind.NOTICE and meta["notice"] == "clip-end":
+                ends.setdefault(meta["clip"], meta["last_index"])
+            elif contents.kind is Kind.SEGMENT:
+                segments[meta["stream"]].append((meta["index"], seq))
+        for listed in segments.values():
+            listed.sort()
+        clips = {
+            clip_id: _Clip(c.clip_id, c.stream, c.first_index, ends.get(clip_id), c.event_seq)
+            for clip_id, c in events.items()
+        }
+        return clips, segments
+
+    def _clips(self) -> None:
+        """Events of one clip must agree on its stream and first segment."""
+        first_event: dict[str, tuple[int, str, int]] = {}
+        for seq in self.present:
+            contents = self.unique[seq].contents
+            if contents is None or contents.kind is not Kind.EVENT:
+                continue
+            meta = contents.meta
+            claim = (seq, meta["stream"], meta["first_index"])
+            earlier = first_event.setdefault(meta["clip"], claim)
+            if earlier[1:] != claim[1:]:
+                self.add(
+                    self.unique[seq].name,
+                    f"event seq {seq} of clip {meta['clip'][:8]} names stream "
+                    f"{meta['stream'][:8] or '(none)'} from index {meta['first_index']}, but "
+                    f"event seq {earlier[0]} of the same clip names stream "
+                    f"{earlier[1][:8] or '(none)'} from index {earlier[2]}",
+                    Code.CLIP,
                 )
-            elif gap is None:
-                result.add(f"device {device}", f"missing {span} (deleted or never delivered)")
+
+    def _eviction_order(self) -> None:
+        """A quota eviction may not take clip segments while continuous recording survives.
+
+        See FORMAT.md section 6, "Eviction order", for the rule and why it is exact."""
+        quota = sorted((g for g in self.gaps if g.reason == "quota"), key=lambda g: g.first)
+        if not quota:
+            return
+        evicted = Intervals([(g.first, g.last) for g in quota])
+        clips, segments = self._clip_plan()
+        continuous = self._continuous(clips, segments, evicted)
+        for clip in clips.values():
+            listed = segments.get(clip.stream, [])
+            for low, high, indexes in self._evicted_runs(clip, listed, evicted):
+                survivor = self._survivor(low, high, quota, continuous)
+                if survivor is not None:
+                    notice, kept = survivor
+                    self.add(
+                        self.unique[notice].name,
+                        f"quota notice seq {notice} evicted segment(s) {indexes} of clip "
+                        f"{clip.clip_id[:8]} while continuous recording seq {kept}, sealed "
+                        "after them and before the eviction, survived: eviction order violated "
+                        "(continuous recording goes first)",
+                        Code.EVICTION_ORDER,
+                    )
+                    break
+
+    def _continuous(
+        self,
+        clips: dict[str, _Clip],
+        segments: dict[str, list[tuple[int, int]]],
+        evicted: Intervals,
+    ) -> list[int]:
+        """Seqs of present segments in no clip's index range and in no quota range."""
+        ranges: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for clip in clips.values():
+            listed = segments.get(clip.stream, [])
+            last = clip.last_index
+            if last is None:
+                # A clip with no clip-end notice runs to the newest segment of its stream.
+                last = max((i for i, _ in listed), default=clip.first_index)
+            ranges[clip.stream].append((clip.first_index, last))
+        out: list[int] = []
+        for stream, listed in segments.items():
+            in_clips = Intervals(ranges.get(stream, []))
+            out.extend(seq for index, seq in listed if index not in in_clips and seq not in evicted)
+        return sorted(out)
+
+    def _evicted_runs(
+        self, clip: _Clip, listed: list[tuple[int, int]], evicted: Intervals
+    ) -> list[tuple[int, int, str]]:
+        """Runs of the clip's missing segments whose seqs can only lie in quota ranges.
+
+        A missing index lies between the seqs of the stream's nearest present segments
+        below and above it (a stream's segments are sealed in index order). If every
+        absent number in that interval is inside a quota range, the segment was evicted.
+        Returns (low seq, high seq, "i..j") per run; runs are found between present
+        segments, so their number is bounded by the segments present."""
+        if clip.last_index is None or clip.last_index < clip.first_index:
+            return []
+        indexes = [i for i, _ in listed]
+        out = []
+        start = bisect.bisect_left(indexes, clip.first_index)
+        want = clip.first_index
+        at = start
+        while want <= clip.last_index:
+            if at < len(indexes) and indexes[at] == want:
+                want += 1
+                at += 1
+                continue
+            upto = min(clip.last_index, (indexes[at] - 1) if at < len(indexes) else clip.last_index)
+            below = listed[at - 1][1] if at > 0 else -1
+            above = listed[at][1] if at < len(indexes) else None
+            if above is not None and self._only_evicted_between(below, above, evicted):
+                out.append((below, above, f"{want}..{upto}" if upto > want else f"{want}"))
+            want = upto + 1
+        return out
+
+    def _only_evicted_between(self, below: int, above: int, evicted: Intervals) -> bool:
+        """Every absent number strictly between ``below`` and ``above`` is in a quota range,
+        and there is at least one."""
+        low = bisect.bisect_right(self.present, below)
+        high = bisect.bisect_left(self.present, above)
+        edges = [below, *self.present[low:high], above]
+        absent = False
+        for left, right in itertools.pairwise(edges):
+            if right - left > 1:
+                absent = True
+                if not evicted.covers(left + 1, right - 1):
+                    return False
+        return absent
+
+    def _survivor(
+        self, below: int, above: int, quota: list[_Gap], continuous: list[int]
+    ) -> tuple[int, int] | None:
+        """(notice, continuous seq) proving the order was violated, whichever quota range
+        between ``below`` and ``above`` the evicted segment was in; None if any leaves doubt."""
+        candidates = [g for g in quota if g.first < above and g.last > below]
+        proof = None
+        for gap in candidates:
+            # The object whose spooling forced the eviction is sealed just before the notice
+            # (keyring objects may come between) and was never evictable itself.
+            forcing = self._forcing(gap.notice)
+            at = bisect.bisect_right(continuous, gap.last)
+            if at < len(continuous) and continuous[at] < forcing:
+                proof = proof or (gap.notice, continuous[at])
             else:
-                result.add(f"device {device}", f"{span} announced as {gap.reason}", problem=False)
-        if seq is None:
-            break
-        expected_seq = seq + 1
+                return None
+        return proof
+
+    def _forcing(self, notice: int) -> int:
+        at = bisect.bisect_left(self.present, notice) - 1
+        while at >= 0:
+            contents = self.unique[self.present[at]].contents
+            if contents is None or contents.kind is not Kind.KEYRING:
+                return self.present[at]
+            at -= 1
+        return -1
+
+    # -- memory ------------------------------------------------------------------------------
+
+    def _remember(self) -> None:
+        head = None
+        for seq in reversed(self.present):
+            if seq not in self.forked:
+                head = Head(seq, self.unique[seq].envelope.chain_hash)
+                break
+        keyring = None
+        for seq in reversed(self.present):
+            contents = self.unique[seq].contents
+            if contents is not None and contents.keyring is not None:
+                keyring = KnownKeyring(seq, contents.keyring)
+                break
+        self.result.seen[self.device_id] = Remembered(head, keyring)
 
 
-def _uncovered(first: int, last: int, gaps: list[_Gap]) -> list[tuple[int, int, _Gap | None]]:
+class Intervals:
+    """A union of integer intervals, queried by bisection: index ranges a signed notice may
+    make as wide as 2^64 are never expanded into their members."""
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for first, last in sorted(r for r in ranges if r[0] <= r[1]):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        self._firsts = [first for first, _ in merged]
+        self._lasts = [last for _, last in merged]
+
+    def __contains__(self, value: int) -> bool:
+        return self.covers(value, value)
+
+    def covers(self, first: int, last: int) -> bool:
+        """Whether every number of first..last is in the union."""
+        at = bisect.bisect_right(self._firsts, first) - 1
+        return at >= 0 and last <= self._lasts[at]
+
+
+class _GapIndex:
+    """Announced gaps sorted by first number, for lookups by bisection (they may overlap:
+    that is reported, and any covering gap then serves)."""
+
+    def __init__(self, gaps: list[_Gap]) -> None:
+        self._gaps = sorted(gaps, key=lambda g: g.first)
+        self._firsts = [g.first for g in self._gaps]
+        self._reach = list(itertools.accumulate((g.last for g in self._gaps), max))
+
+    def covering(self, seq: int) -> _Gap | None:
+        at = bisect.bisect_right(self._firsts, seq) - 1
+        while at >= 0 and self._reach[at] >= seq:
+            if self._gaps[at].last >= seq:
+                return self._gaps[at]
+            at -= 1
+        return None
+
+    def next_first(self, seq: int) -> int | None:
+        """The first number of the nearest gap starting after ``seq``."""
+        at = bisect.bisect_right(self._firsts, seq)
+        return self._firsts[at] if at < len(self._firsts) else None
+
+
+def _uncovered(first: int, last: int, gaps: _GapIndex) -> list[tuple[int, int, _Gap | None]]:
     """Split first..last into runs, each announced by a gap or not."""
     runs: list[tuple[int, int, _Gap | None]] = []
     seq = first
     while seq <= last:
-        gap = next((g for g in gaps if g.first <= seq <= g.last), None)
+        gap = gaps.covering(seq)
         if gap is not None:
             end = min(gap.last, last)
         else:
-            starts = [g.first for g in gaps if seq < g.first <= last]
-            end = min(starts) - 1 if starts else last
+            start = gaps.next_first(seq)
+            end = last if start is None or start > last else start - 1
         runs.append((seq, end, gap))
         seq = end + 1
     return runs

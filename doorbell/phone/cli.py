@@ -62,7 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("--name", default="doorbell", help="a name for this doorbell")
     trust.set_defaults(run=_trust)
 
-    verify = commands.add_parser("verify", help="check every sealed object in a directory")
+    verify = commands.add_parser(
+        "verify",
+        help="check every sealed object in a directory",
+        description="Check every sealed object in PATH against the pinned doorbells and "
+        "against what this phone has seen before (seen.json, written by sync and watch; "
+        "verify reads it and never writes it).",
+    )
     verify.add_argument("path", type=Path, metavar="PATH")
     verify.set_defaults(run=_verify)
 
@@ -76,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         help="print events live from the MQTT broker, verified and decrypted",
         description="Subscribe to PREFIX/+/event and PREFIX/+/keyring, verify and decrypt "
         "each message, print one line per event (and per keyring change), and save "
-        "snapshots. Bad messages are reported on stderr and skipped.",
+        "snapshots. Bad messages are reported on stderr and skipped, and so is an event "
+        "that is not newer than what this phone has seen (a replay, never a ring). What it "
+        "saw is remembered in seen.json.",
     )
     watch_.add_argument("--host", required=True, help="the MQTT broker")
     watch_.add_argument("--port", type=int, help="default 1883, or 8883 with --tls")
@@ -99,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Copy the sealed objects DIR/objects lacks from SOURCE (a directory or "
         "s3://BUCKET/PREFIX), verify everything in DIR/objects, and export clips not "
         "exported before into DIR/clips. Safe to interrupt: the next run continues. "
+        "The newest object of each doorbell is remembered in seen.json; a bucket that ends "
+        "below it fails. "
         "S3 credentials come from the two key files, else from AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY.",
     )
@@ -144,7 +154,9 @@ def _trust(home: PhoneHome, args: argparse.Namespace) -> int:
 def _verify(home: PhoneHome, args: argparse.Namespace) -> int:
     source = DirectorySource(args.path)
     reader = home.reader()
-    result = verify_source(source, reader)
+    # Read, never written: a folder that is merely inspected (an old archive, a copy from
+    # someone else) must not change what this phone expects of its doorbells.
+    result = verify_source(source, reader, home.memory().load())
     for name in source.ignored:
         print(f"note   {name}: not a .sealed file, ignored")
     for finding in result.findings:
@@ -162,7 +174,7 @@ def _verify(home: PhoneHome, args: argparse.Namespace) -> int:
 def _export(home: PhoneHome, args: argparse.Namespace) -> int:
     source = DirectorySource(args.path)
     reader = home.reader()
-    result = verify_source(source, reader)
+    result = verify_source(source, reader, home.memory().load())
     for finding in result.problems:
         print(f"skipped  {finding}")
     try:
@@ -216,7 +228,7 @@ def _sync(home: PhoneHome, args: argparse.Namespace) -> int:
             access_key_file=args.access_key_file,
             secret_key_file=args.secret_key_file,
         )
-        report = sync(source, args.out, reader)
+        report = sync(source, args.out, reader, home.memory())
     except (SyncError, S3SourceError) as exc:
         print(f"doorbell-phone: {exc}", file=sys.stderr)
         return EXIT_USAGE

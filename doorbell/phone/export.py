@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from doorbell.phone.chain import Entry, Verification
+from doorbell.phone.chain import Entry, Intervals, Verification
 from doorbell.phone.objects import ObjectSource, ObjectUnreadable
 from doorbell.sealing import Kind, Reader, SealingError
 
@@ -56,7 +57,6 @@ def plan_clips(verification: Verification) -> list[Clip]:
     """Clips announced by events, plus runs of segments that belong to no clip."""
     clips: dict[str, Clip] = {}
     ends: dict[str, int] = {}
-    covered: set[tuple[str, int]] = set()
     segments = _segments(verification.entries)
     for entry in verification.entries:
         contents = entry.contents
@@ -83,14 +83,21 @@ def plan_clips(verification: Verification) -> list[Clip]:
             and isinstance(meta.get("last_index"), int)
         ):
             ends[meta["clip"]] = meta["last_index"]
+    covered: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for clip in clips.values():
         clip.last_index = ends.get(clip.clip_id)
         last = clip.last_index
         if last is None:
             indexes = [i for (s, i) in segments if s == clip.stream and i >= clip.first_index]
             last = max(indexes, default=clip.first_index)
-        covered.update((clip.stream, i) for i in range(clip.first_index, last + 1))
-    loose = sorted(key for key in segments if key not in covered)
+        # A range, not a set of indexes: a signed clip-end may name index 2^63.
+        covered[clip.stream].append((clip.first_index, last))
+    in_clips = {stream: Intervals(ranges) for stream, ranges in covered.items()}
+    loose = sorted(
+        (stream, index)
+        for stream, index in segments
+        if stream not in in_clips or index not in in_clips[stream]
+    )
     runs: list[Clip] = []
     for stream, index in loose:
         run = runs[-1] if runs else None
@@ -171,11 +178,25 @@ def _export_one(
         if not _copy_body(source, reader, init, out, report, base):
             partial.unlink()
             return
-        for index in range(clip.first_index, last + 1):
-            entry = segments.get((clip.stream, index))
+        # Walk the segments present, not every index a (signed) notice names: a clip-end
+        # may claim index 2^63. Missing runs are reported as runs.
+        present = sorted(
+            (index, entry)
+            for (stream, index), entry in segments.items()
+            if stream == clip.stream and clip.first_index <= index <= last
+        )
+        expected = clip.first_index
+        for index, entry in [*present, (last + 1, None)]:
+            if index > expected:
+                run = (
+                    f"segment {expected} is"
+                    if index == expected + 1
+                    else f"segments {expected}..{index - 1} are"
+                )
+                report.skipped.append(f"{base}: {run} missing; the clip has a gap")
+            expected = index + 1
             if entry is None:
-                report.skipped.append(f"{base}: segment {index} is missing; the clip has a gap")
-                continue
+                break
             if _copy_body(source, reader, entry, out, report, base):
                 written += 1
                 meta = entry.contents.meta if entry.contents else {}

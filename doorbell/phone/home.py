@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from doorbell.phone.memory import PhoneMemory
 from doorbell.sealing import (
     DevicePublicKey,
     KeyFileError,
@@ -18,6 +19,8 @@ from doorbell.sealing import (
     save_key_file,
     write_atomic,
 )
+from doorbell.sealing.format import loads_strict
+from doorbell.sealing.reader import check_canonical_ed25519_key
 
 IDENTITY = "identity.key"
 TRUSTED = "trusted.json"
@@ -37,7 +40,7 @@ class TrustedDevice:
 
 
 class PhoneHome:
-    """``identity.key`` (mode 0600) and ``trusted.json`` in one directory."""
+    """``identity.key`` (mode 0600), ``trusted.json`` and ``seen.json`` in one directory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -68,26 +71,34 @@ class PhoneHome:
     def trusted(self) -> list[TrustedDevice]:
         path = self.directory / TRUSTED
         try:
-            document = json.loads(path.read_text())
+            raw = path.read_bytes()
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            raise KeyFileError(f"{path} is unreadable or not JSON: {exc}") from None
+        except OSError as exc:
+            raise KeyFileError(f"{path} is unreadable: {exc.strerror or exc}") from None
+        document = loads_strict(raw, lambda reason: KeyFileError(f"{path}: {reason}"))
         devices = document.get("devices") if isinstance(document, dict) else None
         if not isinstance(devices, list):
             raise KeyFileError(f"{path}: expected an object with a 'devices' list")
         out = []
         for index, entry in enumerate(devices):
+            where = f"{path}: device {index}"
+            if not isinstance(entry, dict) or set(entry) != {"name", "key"}:
+                raise KeyFileError(f"{where}: expected an object with 'name' and 'key'")
+            name, key = entry["name"], entry["key"]
+            if not isinstance(name, str) or not isinstance(key, str):
+                raise KeyFileError(f"{where}: 'name' and 'key' must be strings")
             try:
-                out.append(
-                    TrustedDevice(str(entry["name"]), DevicePublicKey.from_string(entry["key"]))
-                )
-            except (KeyError, TypeError, SealingError) as exc:
-                raise KeyFileError(f"{path}: device {index}: {exc}") from None
+                device = DevicePublicKey.from_string(key)
+                check_canonical_ed25519_key(device.raw)
+            except SealingError as exc:
+                raise KeyFileError(f"{where}: {exc}") from None
+            out.append(TrustedDevice(name, device))
         return out
 
     def trust(self, key: DevicePublicKey, name: str) -> bool:
         """Pin a doorbell. Returns False when it was already pinned."""
+        check_canonical_ed25519_key(key.raw)
         devices = self.trusted()
         if any(d.key == key for d in devices):
             return False
@@ -99,6 +110,10 @@ class PhoneHome:
         except OSError as exc:
             raise KeyFileError(f"cannot write {self.directory / TRUSTED}: {exc.strerror}") from None
         return True
+
+    def memory(self) -> PhoneMemory:
+        """What this phone has seen of each doorbell (``seen.json``)."""
+        return PhoneMemory(self.directory)
 
     def reader(self) -> Reader:
         return Reader([self.identity()], [d.key for d in self.trusted()])

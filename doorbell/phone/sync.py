@@ -24,11 +24,13 @@ from typing import Any, Protocol
 
 from doorbell.config.errors import ConfigError
 from doorbell.config.secret import read_secret
-from doorbell.phone.chain import Entry, Finding, Verification, verify_source
+from doorbell.phone.chain import Code, Entry, Finding, Verification, verify_source
 from doorbell.phone.export import Clip, ExportedClip, export_clips, plan_clips
+from doorbell.phone.memory import NOTHING, PhoneMemory, Remembered
 from doorbell.phone.objects import DirectorySource, ObjectUnreadable
 from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3Source, parse_s3_url
 from doorbell.sealing import Kind, Reader, write_atomic
+from doorbell.sealing.format import loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +102,14 @@ class SyncReport:
 
     @property
     def announced(self) -> list[Finding]:
-        """Gaps the doorbell made on purpose and said so (quota, pre-roll, restarts)."""
-        return [
-            f for f in self.verification.findings if not f.problem and " announced as " in f.message
-        ]
+        """Gaps the doorbell made on purpose and said so (quota evictions, restarts)."""
+        return [f for f in self.verification.findings if f.code == Code.ANNOUNCED]
 
     @property
     def unexplained(self) -> list[Finding]:
         """Gaps nobody announced: deleted in the bucket, or never delivered."""
-        return [f for f in self.verification.problems if f.message.startswith("missing ")]
+        gaps = (Code.MISSING, Code.NEWEST_MISSING)
+        return [f for f in self.verification.problems if f.code in gaps]
 
     @property
     def problems(self) -> list[Finding]:
@@ -183,8 +184,14 @@ def _credentials(
     return access_key, secret_key
 
 
-def sync(source: SyncSource, out_dir: Path, reader: Reader) -> SyncReport:
-    """Fetch what ``out_dir/objects`` lacks, verify it all, export clips not exported yet."""
+def sync(
+    source: SyncSource, out_dir: Path, reader: Reader, memory: PhoneMemory | None = None
+) -> SyncReport:
+    """Fetch what ``out_dir/objects`` lacks, verify it all, export clips not exported yet.
+
+    With ``memory`` (the phone's ``seen.json``) the copy is also checked against what the
+    phone saw before, a bucket ending below the newest object the phone has seen is a
+    problem, and what this sync verified is remembered for the next run."""
     objects, clips = out_dir / OBJECTS, out_dir / CLIPS
     try:
         objects.mkdir(parents=True, exist_ok=True)
@@ -195,11 +202,44 @@ def sync(source: SyncSource, out_dir: Path, reader: Reader) -> SyncReport:
         _remove_leftovers(objects)
         _remove_leftovers(clips)
         report = SyncReport(source.describe(""), objects)
-        _fetch(source, objects, report)
+        listed = _fetch(source, objects, report)
         local = DirectorySource(objects)
-        report.verification = verify_source(local, reader)
+        remembered = memory.load() if memory is not None else {}
+        report.verification = verify_source(local, reader, remembered)
+        _newest_missing(report.verification, listed, remembered)
+        if memory is not None:
+            # Authentic objects are facts whatever else is wrong with the bucket: remembering
+            # them can only make later checks stricter.
+            memory.update(report.verification.seen)
         _export(local, reader, out_dir, report)
     return report
+
+
+def _newest_missing(
+    verification: Verification, listed: set[str], remembered: Mapping[bytes, Remembered]
+) -> None:
+    """The bucket must hold the newest object of each device that this phone has seen.
+
+    Objects alone cannot show that the newest ones were deleted; a phone that saw a higher
+    seq (live over MQTT, or in an earlier sync) can. Only devices with objects in this copy
+    are checked: one phone may follow doorbells that upload to different buckets."""
+    newest: dict[bytes, int] = {}
+    for entry in verification.entries:
+        device = entry.envelope.device_id
+        newest.setdefault(device, -1)
+        if entry.name in listed:
+            newest[device] = max(newest[device], entry.seq)
+    for device, bucket_max in newest.items():
+        head = remembered.get(device, NOTHING).head
+        if head is None or head.seq <= bucket_max:
+            continue
+        ends = f"ends at seq {bucket_max}" if bucket_max >= 0 else "holds none of its objects"
+        verification.add(
+            f"device {device.hex()[:16]}",
+            f"newest objects missing from the bucket: this phone has seen seq {head.seq}, "
+            f"but the bucket {ends} (deleted, or not uploaded yet: sync again later)",
+            code=Code.NEWEST_MISSING,
+        )
 
 
 @contextlib.contextmanager
@@ -225,13 +265,16 @@ def _remove_leftovers(directory: Path) -> None:
             path.unlink()
 
 
-def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> None:
+def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> set[str]:
+    """Copy what ``objects`` lacks; returns the object names the source lists now."""
     names = source.names()
     report.ignored.extend(source.ignored)
+    listed = set()
     for name in names:
         if not OBJECT_NAME.fullmatch(name):
             report.ignored.append(name)
             continue
+        listed.add(name)
         target = objects / name
         try:
             have: int | None = target.stat().st_size
@@ -264,6 +307,7 @@ def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> None:
             raise SyncError(f"cannot write {target}: {exc.strerror or exc}") from None
         report.fetched.append(name)
         log.debug("fetched %s", source.describe(name))
+    return listed
 
 
 def _export(source: DirectorySource, reader: Reader, out_dir: Path, report: SyncReport) -> None:
@@ -341,11 +385,12 @@ def _index(entry: Entry) -> int | None:
 
 def _load_state(path: Path) -> dict[str, ExportRecord]:
     try:
-        document: Any = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        raise SyncError(_bad_state(path, str(exc))) from None
+    except OSError as exc:
+        raise SyncError(_bad_state(path, exc.strerror or str(exc))) from None
+    document: Any = loads_strict(raw, lambda reason: SyncError(_bad_state(path, reason)))
     if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
         raise SyncError(_bad_state(path, f"expected version {STATE_VERSION}"))
     clips = document.get("clips")
@@ -353,15 +398,23 @@ def _load_state(path: Path) -> dict[str, ExportRecord]:
         raise SyncError(_bad_state(path, "no 'clips' object"))
     records = {}
     for clip_id, record in clips.items():
-        try:
-            records[clip_id] = ExportRecord(
-                str(record["file"]),
-                int(record["segments"]),
-                bool(record["ended"]),
-                bool(record["complete"]),
+        if (
+            not isinstance(record, dict)
+            or set(record) != {"file", "segments", "ended", "complete"}
+            or not isinstance(record["file"], str)
+            or type(record["segments"]) is not int
+            or not all(type(record[k]) is bool for k in ("ended", "complete"))
+        ):
+            raise SyncError(
+                _bad_state(
+                    path,
+                    f"clip {clip_id[:40]!r}: expected file (string), segments (integer), "
+                    "ended and complete (true or false)",
+                )
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SyncError(_bad_state(path, f"clip {clip_id}: {exc!r}")) from None
+        records[clip_id] = ExportRecord(
+            record["file"], record["segments"], record["ended"], record["complete"]
+        )
     return records
 
 

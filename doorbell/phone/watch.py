@@ -29,7 +29,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from doorbell.config.errors import ConfigError
 from doorbell.config.secret import read_secret
 from doorbell.phone.home import PhoneHome
+from doorbell.phone.memory import NOTHING, Head, KnownKeyring, PhoneMemory, Remembered
+from doorbell.phone.rules import check_contents, epoch_rollback, stanza_mismatch
 from doorbell.sealing import (
+    Envelope,
     Keyring,
     Kind,
     Opened,
@@ -105,6 +108,10 @@ class WatchOptions:
 class Watcher:
     """Turns what arrives on the broker into lines: one per new event or keyring.
 
+    With ``memory`` (the phone's ``seen.json``) it remembers across runs the newest object
+    and keyring of each doorbell: an event that is not newer than what the phone has seen
+    is a replay, never a ring, and a keyring older than the newest seen is a rollback.
+
     Not thread-safe: paho's network thread is the only caller of ``handle``.
     """
 
@@ -119,8 +126,11 @@ class Watcher:
         as_json: bool = False,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
+        memory: PhoneMemory | None = None,
     ) -> None:
         self._reader = reader
+        self._memory = memory
+        self._remembered: dict[bytes, Remembered] = {} if memory is None else memory.load()
         self._names = names
         self._prefix = prefix
         self._own_key = own_key
@@ -141,7 +151,8 @@ class Watcher:
         if not trusted:
             raise WatchError("this phone trusts no doorbell yet: run 'doorbell-phone trust' first")
         names = {d.key.device_id: d.name for d in trusted}
-        return cls(home.reader(), names, prefix=prefix, own_key=own_key, **options)
+        reader = home.reader()
+        return cls(reader, names, prefix=prefix, own_key=own_key, memory=home.memory(), **options)
 
     def handle(self, topic: str, payload: bytes | bytearray) -> None:
         """Check, open and print one message; report and drop anything wrong with it."""
@@ -154,7 +165,8 @@ class Watcher:
             return
         device, leaf = parts
         try:
-            opened = self._reader.open(payload)
+            envelope = self._reader.verify(payload)
+            opened = self._reader.open_envelope(envelope)
         except SealingError as exc:
             self._skip(topic, str(exc))
             return
@@ -173,10 +185,70 @@ class Watcher:
             return
         if not self._first_sighting(topic, opened):
             return
-        if opened.kind is Kind.EVENT:
+        try:
+            keyring = check_contents(opened)
+        except SealingError as exc:
+            self._skip(topic, f"object {opened.seq}: {exc}")
+            return
+        if keyring is not None and self._known_keyring(opened.device_id, opened.seq, keyring):
+            return  # retained on the broker, or late: not news
+        problem = self._against_memory(envelope, opened, keyring)
+        if problem is not None:
+            self._skip(topic, problem)
+            return
+        if keyring is None:
             self._event(opened, when)
         else:
-            self._keyring(topic, opened, when)
+            self._keyring(opened, keyring, when)
+        self._remember(opened, keyring)
+
+    def _against_memory(
+        self, envelope: Envelope, opened: Opened, keyring: Keyring | None
+    ) -> str | None:
+        """The rules that need what this phone saw before: replays, forks, rollbacks, and
+        stanzas against the keyring of the object's epoch. None when the object passes."""
+        remembered = self._remembered.get(opened.device_id, NOTHING)
+        head, known = remembered.head, remembered.keyring
+        if keyring is None and head is not None and opened.seq <= head.seq:
+            if opened.seq == head.seq and opened.chain_hash != head.hash:
+                return f"FORK: object {opened.seq} differs from the one this phone saw before"
+            return (
+                f"REPLAY: event {opened.seq} is not newer than seq {head.seq}, which this phone "
+                "has already seen (replayed or held back by the broker): not a new ring"
+            )
+        if keyring is not None and known is not None and opened.seq == known.seq:
+            return f"FORK: keyring object {opened.seq} differs from the one seen before"
+        rollback = epoch_rollback(opened.seq, opened.epoch, None, known)
+        if rollback is not None:
+            return rollback
+        sealed_under = keyring if keyring is not None else known.keyring if known else None
+        if sealed_under is not None and sealed_under.epoch == opened.epoch:
+            return stanza_mismatch(envelope, sealed_under)
+        return None
+
+    def _known_keyring(self, device: bytes, seq: int, keyring: Keyring) -> bool:
+        """Whether this keyring object is the newest one seen, or older than it."""
+        known = self._remembered.get(device, NOTHING).keyring
+        if known is None or seq > known.seq:
+            return False
+        return seq < known.seq or keyring == known.keyring
+
+    def _remember(self, opened: Opened, keyring: Keyring | None) -> None:
+        device = opened.device_id
+        known = None if keyring is None else KnownKeyring(opened.seq, keyring)
+        update = Remembered(Head(opened.seq, opened.chain_hash), known)
+        before = self._remembered.get(device, NOTHING)
+        after = before.merged(update.head, update.keyring)
+        if after == before:
+            return
+        self._remembered[device] = after
+        if self._memory is None:
+            return
+        try:
+            # After printing: a ring shown twice after a crash beats a ring never shown.
+            self._memory.update({device: update})
+        except SealingError as exc:
+            self._note(f"cannot remember object {opened.seq}: {exc}")
 
     def _first_sighting(self, topic: str, opened: Opened) -> bool:
         # QoS 1 may deliver twice and retained keyrings come back on every subscribe;
@@ -247,20 +319,8 @@ class Watcher:
             return None
         return path
 
-    def _keyring(self, topic: str, opened: Opened, when: datetime) -> None:
-        try:
-            keyring = Keyring.from_json(opened.body, f"keyring object {opened.seq}")
-        except SealingError as exc:
-            self._skip(topic, str(exc))
-            return
+    def _keyring(self, opened: Opened, keyring: Keyring, when: datetime) -> None:
         shown = self._keyrings.get(opened.device_id)
-        if shown is not None:
-            seq, epoch = shown
-            if opened.seq < seq:
-                return  # an older keyring than the one shown, arriving late
-            if keyring.epoch < epoch:
-                self._skip(topic, f"keyring epoch went back from {epoch} to {keyring.epoch}")
-                return
         self._keyrings[opened.device_id] = (opened.seq, keyring.epoch)
         if shown is not None and keyring.epoch == shown[1]:
             return

@@ -8,7 +8,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
+import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,9 @@ RECIPIENT_TAG_LEN = 16
 MAX_STANZAS = 64
 MAX_META = 16 * 1024
 MAX_BODY = 64 * 1024 * 1024
+# A device durably reserves sequence numbers in blocks of this many; after an unclean
+# stop it skips at most the rest of one block, so no restart notice may skip more.
+RESERVATION_BLOCK = 1024
 
 # magic, version, flags, device id, seq, prev, nonce, stanza count
 _FIXED = struct.Struct(">8sBB32sQ32s12sB")
@@ -272,7 +278,9 @@ def decode_inner(plaintext: bytes | bytearray) -> Inner:
     offset += meta_len
     (body_len,) = _BODY_LEN.unpack_from(plaintext, offset)
     offset += _BODY_LEN.size
-    if body_len > MAX_BODY or offset + body_len > len(plaintext):
+    if body_len > MAX_BODY:
+        raise MalformedObject(f"payload: body length {body_len} exceeds {MAX_BODY}")
+    if offset + body_len > len(plaintext):
         raise MalformedObject(f"payload: body length {body_len} runs past the end")
     view = memoryview(plaintext)
     padding = view[offset + body_len :]
@@ -281,17 +289,239 @@ def decode_inner(plaintext: bytes | bytearray) -> Inner:
     return Inner(kind, epoch, time_us, meta, view[offset : offset + body_len])
 
 
+def loads_strict(raw: bytes | bytearray | memoryview, fail: Callable[[str], Exception]) -> Any:
+    """Parse JSON as every Doorbell reader must (FORMAT.md section 4): strict UTF-8 without a
+    byte-order mark, no NaN or infinities (also none spelled as an overflowing number such
+    as 1e999), no duplicate keys, no unpaired surrogates. ``fail(reason)`` makes the error."""
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8: byte {exc.start} ({exc.reason})") from None
+    if text.startswith("\ufeff"):
+        raise fail("starts with a byte-order mark")
+    try:
+        document = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except _StrictJsonError as exc:
+        raise fail(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; depth
+        raise fail(f"not JSON: {exc.__class__.__name__}: {exc}") from None
+    _check_strings(document, fail)
+    return document
+
+
+class _StrictJsonError(ValueError):
+    pass
+
+
 def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _StrictJsonError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _StrictJsonError(f"number {text[:40]} does not fit a double")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _StrictJsonError(f"duplicate key {key[:64]!r}")
+            seen.add(key)
+    return document
+
+
+def _check_strings(document: Any, fail: Callable[[str], Exception]) -> None:
+    # Escapes such as "\ud800" decode to unpaired surrogates, which are not Unicode text.
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise fail(f"string {item[:40]!r} holds an unpaired surrogate") from None
 
 
 def _decode_meta(raw: bytes) -> dict[str, Any]:
     if not raw:
         return {}
-    try:
-        meta = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
-        raise MalformedObject(f"payload: metadata is not UTF-8 JSON: {exc}") from None
+
+    def fail(reason: str) -> MalformedObject:
+        return MalformedObject(f"payload: metadata: {reason}")
+
+    meta = loads_strict(raw, fail)
     if not isinstance(meta, dict):
         raise MalformedObject("payload: metadata is not a JSON object")
     return meta
+
+
+# --- meta by kind (FORMAT.md section 4.1): what a reader that uses a kind must reject --------
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_HASH = re.compile(r"[0-9a-f]{64}")
+NOTICES = ("clip-end", "restart", "discarded")
+
+
+def check_meta(kind: Kind, meta: dict[str, Any]) -> None:
+    """Raise MalformedObject naming the key when ``meta`` lacks a key ``kind`` requires or
+    holds one of the wrong type. Unknown keys are allowed: readers ignore them."""
+    where = f"{kind.name.lower()} meta"
+    if kind is not Kind.NOTICE:
+        _check_keys(meta, where, _KEYS[kind])
+        return
+    notice = _field(meta, where, "notice", _NOTICE)
+    where = f"{notice} notice meta"
+    _check_keys(meta, where, _NOTICE_KEYS[notice])
+    if notice == "restart":
+        if meta["previous"] is not None:
+            _check_keys(
+                meta["previous"], f"{where}: previous", (("seq", _U64), ("hash", _HASH_HEX))
+            )
+        _check_keys(
+            meta["skipped"], f"{where}: skipped", (("first", _U64), ("last", _INDEX_OR_BEFORE))
+        )
+    elif notice == "discarded":
+        for number, item in enumerate(meta["ranges"]):
+            at = f"{where}: range {number}"
+            if not isinstance(item, dict):
+                raise MalformedObject(f"{at} is not an object")
+            _check_keys(item, at, (("first", _U64), ("last", _U64), ("last_hash", _HASH_HEX)))
+
+
+# A rule: what a value must satisfy, and how an error message says it.
+_Rule = tuple[Callable[[Any], bool], str]
+
+
+def _check_keys(meta: dict[str, Any], where: str, keys: tuple[tuple[str, _Rule], ...]) -> None:
+    for key, rule in keys:
+        if key.endswith("?"):
+            if key[:-1] in meta:
+                _field(meta, where, key[:-1], rule)
+        else:
+            _field(meta, where, key, rule)
+
+
+def _field(meta: dict[str, Any], where: str, key: str, rule: _Rule) -> Any:
+    if key not in meta:
+        raise MalformedObject(f"{where}: {key!r} is missing")
+    value = meta[key]
+    valid, what = rule
+    if not valid(value):
+        raise MalformedObject(f"{where}: {key!r} is {json.dumps(value)[:60]}, must be {what}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def _is_hash(value: Any) -> bool:
+    return isinstance(value, str) and _HASH.fullmatch(value) is not None
+
+
+def _u64(value: Any) -> bool:
+    return _is_int(value) and 0 <= value < 2**64
+
+
+def _u32(value: Any) -> bool:
+    return _is_int(value) and 0 <= value < 2**32
+
+
+def _index_or_before(value: Any) -> bool:
+    return _is_int(value) and -1 <= value < 2**64
+
+
+def _positive_int(value: Any) -> bool:
+    return _is_int(value) and value > 0
+
+
+def _positive_number(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _non_negative_number(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+_ID_HEX: _Rule = (_is_id, "32 lower-case hex digits")
+_ID_OR_EMPTY: _Rule = (lambda v: v == "" or _is_id(v), "32 lower-case hex digits or empty")
+_HASH_HEX: _Rule = (_is_hash, "64 lower-case hex digits")
+_STR: _Rule = (_is_str, "a string")
+_NUMBER: _Rule = (_is_number, "a number")
+_U64: _Rule = (_u64, "an integer in 0..2^64-1")
+_INDEX_OR_BEFORE: _Rule = (_index_or_before, "an integer in -1..2^64-1")
+_NOTICE: _Rule = (lambda v: v in NOTICES, " or ".join(NOTICES))
+_OBJECT: _Rule = (lambda v: isinstance(v, dict), "an object")
+
+# FORMAT.md section 4.1; a key ending in "?" is optional.
+_KEYS: dict[Kind, tuple[tuple[str, _Rule], ...]] = {
+    Kind.INIT: (
+        ("stream", _ID_HEX),
+        ("codec", _STR),
+        ("width", (_positive_int, "an integer above 0")),
+        ("height", (_positive_int, "an integer above 0")),
+        ("fps", (_positive_number, "a number above 0")),
+        ("camera?", _STR),
+    ),
+    Kind.SEGMENT: (
+        ("stream", _ID_HEX),
+        ("index", _U64),
+        ("start", _NUMBER),
+        ("duration", (_non_negative_number, "a number of at least 0")),
+        ("frames", _U64),
+    ),
+    Kind.EVENT: (
+        ("type", _STR),
+        ("clip", _ID_HEX),
+        ("stream", _ID_OR_EMPTY),
+        ("first_index", _U64),
+        ("position?", _NUMBER),
+        ("camera?", _STR),
+    ),
+    Kind.KEYRING: (("epoch", (_u32, "an integer in 0..2^32-1")),),
+}
+_NOTICE_KEYS: dict[str, tuple[tuple[str, _Rule], ...]] = {
+    "clip-end": (
+        ("clip", _ID_HEX),
+        ("stream", _ID_OR_EMPTY),
+        ("last_index", _INDEX_OR_BEFORE),
+        ("reason", _STR),
+    ),
+    "restart": (
+        ("previous", (lambda v: v is None or isinstance(v, dict), "null or an object")),
+        ("skipped", _OBJECT),
+    ),
+    "discarded": (
+        ("reason", _STR),
+        ("ranges", (lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list")),
+    ),
+}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import difflib
 import json
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from doorbell.sealing.errors import KeyringError, KeyStringError
+from doorbell.sealing.format import loads_strict
 from doorbell.sealing.keys import RecipientPublicKey, Suite
 
 KEYRING_FORMAT = "doorbell-keyring"
@@ -17,6 +19,10 @@ KEYRING_VERSION = 1
 MAX_RECIPIENTS = 64
 MAX_NAME_LEN = 64
 MAX_KEYRING_BYTES = 256 * 1024
+# Characters that reorder or hide text: a name must look the same to every phone that shows it.
+_INVISIBLE = frozenset(
+    [*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
+)
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,9 @@ class Keyring:
         """Parse a keyring document; ``where`` names its source in every error."""
         if len(raw) > MAX_KEYRING_BYTES:
             raise KeyringError(f"{where}: keyring is {len(raw)} bytes, limit {MAX_KEYRING_BYTES}")
-        try:
-            document = json.loads(bytes(raw).decode("utf-8"))
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
-            raise KeyringError(f"{where}: not a JSON keyring: {exc}") from None
+        document = loads_strict(
+            raw, lambda reason: KeyringError(f"{where}: not a JSON keyring: {reason}")
+        )
         if not isinstance(document, dict) or document.get("format") != KEYRING_FORMAT:
             raise KeyringError(f"{where}: not a Doorbell keyring (format field)")
         version = document.get("version")
@@ -101,12 +106,19 @@ class Keyring:
         recipients = []
         for index, entry in enumerate(entries):
             recipients.append(_parse_recipient(entry, f"{where}: recipient {index}"))
-        names = [r.name for r in recipients]
-        if len(set(names)) != len(names):
-            raise KeyringError(f"{where}: duplicate recipient names")
-        if len({r.key for r in recipients}) != len(recipients):
-            raise KeyringError(f"{where}: duplicate recipient keys")
+        _unique(where, "names", [r.name for r in recipients])
+        _unique(where, "keys", [r.key.raw for r in recipients])
         return replace(keyring, recipients=tuple(recipients))
+
+
+def _unique(where: str, label: str, values: Sequence[str | bytes]) -> None:
+    first: dict[str | bytes, int] = {}
+    for index, value in enumerate(values):
+        earlier = first.setdefault(value, index)
+        if earlier != index:
+            raise KeyringError(
+                f"{where}: duplicate recipient {label}: recipients {earlier} and {index}"
+            )
 
 
 def _parse_recipient(entry: Any, where: str) -> Recipient:
@@ -138,5 +150,12 @@ def check_name(name: str) -> None:
     """Names are shown to every phone: short, printable, no control characters."""
     if not 1 <= len(name) <= MAX_NAME_LEN:
         raise KeyringError(f"name must be 1 to {MAX_NAME_LEN} characters, got {len(name)}")
+    for position, char in enumerate(name):
+        if ord(char) in _INVISIBLE:
+            what = unicodedata.name(char, "a format character")
+            raise KeyringError(
+                f"name {name!r} has control characters: U+{ord(char):04X} ({what}) "
+                f"at position {position} reorders or hides text"
+            )
     if name != name.strip() or any(unicodedata.category(c).startswith("C") for c in name):
         raise KeyringError(f"name {name!r} has control characters or surrounding spaces")

@@ -11,9 +11,36 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from doorbell.sealing import format as fmt
-from doorbell.sealing.errors import DecryptionFailed, NotARecipient, UntrustedDevice
+from doorbell.sealing.errors import (
+    BadSignature,
+    DecryptionFailed,
+    NotARecipient,
+    UntrustedDevice,
+)
 from doorbell.sealing.format import Envelope, Kind
 from doorbell.sealing.keys import DevicePublicKey, RecipientPrivateKey
+
+# RFC 8032: the group order L and the field prime p of Ed25519.
+ED25519_L = 2**252 + 27742317777372353535851777893976580429
+_P = 2**255 - 19
+
+
+def require_strict_ed25519(signature: bytes, public_key: bytes) -> None:
+    """RFC 8032 section 5.1.7 strictness that OpenSSL does not fully enforce: S < L, and
+    a canonical public key A (y < p; x = 0 without the sign bit). OpenSSL rejects S >= L
+    itself, but verifies under a non-canonical A such as y = p + 1 (the identity point,
+    under which anyone can sign anything)."""
+    if int.from_bytes(signature[32:64], "little") >= ED25519_L:
+        raise BadSignature("device signature is not canonical (S is not below the group order)")
+    check_canonical_ed25519_key(public_key)
+
+
+def check_canonical_ed25519_key(public_key: bytes) -> None:
+    """Raise BadSignature unless ``public_key`` is the one canonical encoding of its point."""
+    y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
+    sign = public_key[31] >> 7
+    if y >= _P or (sign and y in (1, _P - 1)):
+        raise BadSignature("device public key is not a canonical Ed25519 encoding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +88,7 @@ class Reader:
     def verify(self, data: bytes | bytearray | memoryview) -> Envelope:
         envelope = fmt.parse_envelope(data)
         device = self.device(envelope.device_id)
+        require_strict_ed25519(envelope.signature, device.raw)
         with memoryview(envelope.data) as view:
             device.verify(envelope.signature, fmt.signed_message(view[: envelope.signed_len]))
         return envelope

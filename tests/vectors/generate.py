@@ -1,6 +1,13 @@
 """Produces tests/vectors/v1.json once. The committed file is the contract; never regenerate
 it for a change in code: a difference means the code broke compatibility.
 
+HPKE draws its own randomness, so a second run cannot reproduce the objects byte for
+byte. Run against an existing file, this script therefore keeps every section already
+committed and only adds the sections it lacks (it was run that way to add the chain
+vectors of the phone's notice, keyring and chain rules). Each new vector's expected
+findings are written here by hand from FORMAT.md, and the script refuses to write a
+vector on which the reference reader disagrees.
+
 Every private key here is a published TEST VECTOR key. Never use one for anything real.
 """
 
@@ -12,6 +19,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from chains import chain_vectors, payload_vectors, signature_vectors
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from doorbell.sealing import format as fmt
@@ -170,7 +178,13 @@ def main() -> None:
         "objects": objects,
         "invalid": [{"description": d, "object": o.hex(), "error": e} for d, o, e in invalid],
     }
+    document["invalid_signatures"] = signature_vectors(valid)
+    document["invalid_payloads"] = payload_vectors(device, phone_x, keyring_one)
+    document["chains"] = chain_vectors(device, phone_x, keyring_one)
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("v1.json")
+    if target.exists():
+        committed = json.loads(target.read_text())
+        document = {**document, **committed}  # what was committed stays as it was
     target.write_text(json.dumps(document, indent=1) + "\n")
 
 
