@@ -171,6 +171,12 @@ def _trigger(args: argparse.Namespace) -> int:
     reply = _control(args, args.command)
     clip = reply.get("clip")
     print(f"{args.command} sent" + (f"; recording clip {str(clip)[:8]}" if clip else ""))
+    if reply.get("waiting_for_room"):
+        print(
+            f"warning: the spool is full; {reply['waiting_for_room']} event(s) wait in memory "
+            "until there is room ('doorbell status')",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -94,3 +94,49 @@ def test_every_ring_reaches_the_phone_and_the_spool_while_the_disk_is_full(
     assert announced, "the disk never filled: the test proved nothing"
     pushed = {bytes(m.payload) for m in events.messages}
     assert len(pushed) == RINGS
+
+
+def test_a_ring_that_finds_no_room_at_all_waits_in_memory_and_is_spooled_once_there_is(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "state", DISK):
+        rig = DaemonRig(tmp_path, extra={"spool": {"reserve_mb": 1}})
+        try:
+            rig.start()
+            rig.wait_ready()
+            rig.wait_preroll()
+            # Something else fills the disk: nothing of the spool's could make room.
+            ballast = rig.state / "ballast"
+            with open(ballast, "wb") as out:
+                try:
+                    while True:
+                        out.write(bytes(64 * 1024))
+                        out.flush()
+                except OSError:
+                    pass
+            reply = rig.command("ring")
+            assert reply["ok"] and reply["waiting_for_room"] >= 1, reply
+            status = rig.status()
+            assert status["spool_error"], status
+            assert status["spool"]["full"], status["spool"]
+            assert _rings_in(rig) == 0
+
+            ballast.unlink()
+            wait_for(lambda: rig.status()["waiting_for_room"] == 0, 30, "room for the event")
+            wait_for(lambda: _rings_in(rig) == 1, 30, "the ring in the bucket")
+            assert rig.stop() == 0
+        finally:
+            rig.kill()
+    result, _ = rig.verify()
+    assert result.ok, [str(f) for f in result.problems]
+    seqs = sorted(e.seq for e in result.entries)
+    assert seqs == list(range(len(seqs))), "what could not be spooled spent no number"
+
+
+def _rings_in(rig: DaemonRig) -> int:
+    result, _ = rig.verify()
+    return sum(
+        1
+        for e in result.entries
+        if e.contents and e.contents.kind is Kind.EVENT and e.contents.meta["type"] == "ring"
+    )

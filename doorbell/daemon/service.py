@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Events and notices that could not be spooled (a full disk with nothing left to
 # evict) wait in RAM, unsealed, and are retried; beyond this many the oldest go.
 BACKLOG_MAX = 256
+BACKLOG_RETRY_SECONDS = 1.0
 # Header, 64 hybrid stanzas and a keyring object sealed ahead of it, with room to spare.
 OBJECT_HEADROOM = 512 * 1024
 # Without a frame for this long the watchdog stops being fed and systemd restarts us.
@@ -110,6 +111,7 @@ class Doorbell:
         )
         # Unsealed events and notices waiting for room in the spool, oldest first.
         self._backlog: list[Delivery] = []
+        self._next_retry = -math.inf
         # Evictions not yet announced in a spooled notice: their files stay until they are.
         self._unannounced: list[Eviction] = []
         self._sealer: Sealer | None = None
@@ -281,7 +283,9 @@ class Doorbell:
             now = self._clock()
             if now - self._last_frame < FRAME_TIMEOUT_SECONDS:
                 self._notifier.watchdog()
-            if self._backlog or self._unannounced:
+            if (self._backlog or self._unannounced) and now >= self._next_retry:
+                # At most once a second: each try costs a seal and a write.
+                self._next_retry = now + BACKLOG_RETRY_SECONDS
                 self._retry_backlog()
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
@@ -568,6 +572,9 @@ class Doorbell:
                 log.info("spooled a %s that had waited for room", waited.kind.name.lower())
         except OSError as exc:
             self._counters.spool_error = f"{exc.strerror or exc}"
+        except (SealingError, ValueError) as exc:
+            # Kept for the next try: a broken keyring edit must not stop the main loop.
+            log.error("could not seal what waits for room: %s", exc)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -579,7 +586,13 @@ class Doorbell:
     def _on_command(self, command: str) -> dict[str, Any]:
         if command in ("ring", "motion"):
             self._on_trigger(command, "control socket")
-            return {"ok": True, "triggered": command, "clip": self._router.clip_id}
+            return {
+                "ok": True,
+                "triggered": command,
+                "clip": self._router.clip_id,
+                # Events that found no room in the spool: kept in RAM, spooled when there is.
+                "waiting_for_room": len(self._backlog),
+            }
         return {"ok": True, "status": self.status()}
 
     def status(self) -> dict[str, Any]:
