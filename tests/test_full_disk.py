@@ -9,6 +9,8 @@ for the bucket; old footage makes room instead, announced in sealed notices.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +121,14 @@ def test_a_ring_that_finds_no_room_at_all_waits_in_memory_and_is_spooled_once_th
             status = rig.status()
             assert status["spool_error"], status
             assert status["spool"]["full"], status["spool"]
+            human = subprocess.run(
+                [sys.executable, "-m", "doorbell", "status", "-c", str(rig.config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert "spool      FULL" in human.stdout, human.stdout
+            assert "wait in memory for spool room" in human.stdout, human.stdout
             assert _rings_in(rig) == 0
 
             ballast.unlink()
