@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import stat
 import time
@@ -50,6 +51,9 @@ def test_an_idle_doorbell_delivers_only_its_start_up_objects(tmp_path: Path) -> 
         wait_for(lambda: rig.status().get("frames", 0) >= FPS * 600, 240, "ten minutes of video")
         status = rig.status()
         assert status["objects_sealed"] == 2, status
+        assert rig.process is not None
+        # Plaintext pre-roll is in its memory: no core dump may write it to disk.
+        assert resource.prlimit(rig.process.pid, resource.RLIMIT_CORE) == (0, 0)
         assert rig.stop() == 0
     finally:
         rig.kill()
@@ -95,6 +99,8 @@ def test_kill_9_at_random_moments_during_rings_leaves_no_unexplained_gap(
         and e.contents.meta.get("notice") == "restart"
     ]
     assert len(restarts) == kills, f"seed {seed}: one restart notice per kill"
+    # Shown with -s: what the torture did, to quote in a report.
+    print(f"\nseed {seed}: {kills} kills, {acknowledged} rings, {len(result.entries)} objects")
 
 
 def _snapshot_files(root: Path) -> dict[int, bytes]:

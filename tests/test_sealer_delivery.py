@@ -185,3 +185,53 @@ def test_adopting_an_older_head_changes_nothing(state_dir: Path, enrol: Enrol) -
         sealer.adopt_head(ChainHead(first[0].seq, _hash(first[0])))
         run2 = sealer.seal(Kind.EVENT, {}, b"b")
     assert [o.kind for o in run2] == [Kind.KEYRING, Kind.EVENT], "a clean restart: no notice"
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_two_crashes_in_a_row_never_skip_more_than_one_block(state_dir: Path, enrol: Enrol) -> None:
+    alice = enrol("alice")
+    outbox = Outbox(state_dir)
+    sealer = Sealer(state_dir)
+    device = sealer.device_key
+    sealer.seal(Kind.EVENT, {}, b"delivered", deliver=outbox)  # seq 0, 1
+    del sealer  # the first crash
+    gc.collect()
+    # The second run reserves its block, then dies before delivering anything.
+    second = Sealer(state_dir)
+    outbox.fail_kinds = {Kind.NOTICE}
+    with pytest.raises(OSError):
+        second.seal(Kind.EVENT, {}, b"never delivered", deliver=outbox)
+    assert second._sequence.reserved_until == 2 * fmt.RESERVATION_BLOCK
+    del second
+    gc.collect()
+    outbox.fail_kinds = set()
+    third = Outbox(state_dir)
+    with Sealer(state_dir) as sealer:
+        sealer.seal(Kind.EVENT, {}, b"after", deliver=third)
+    notice = Reader([alice], [device]).open(bytes(third.kept[0].data))  # type: ignore[list-item]
+    head = outbox.kept[-1]
+    assert notice.meta["previous"] == {"seq": head.seq, "hash": _hash(head).hex()}
+    assert notice.meta["skipped"] == {"first": 2, "last": fmt.RESERVATION_BLOCK + 1}
+    assert notice.seq == fmt.RESERVATION_BLOCK + 2
+
+
+def test_a_keyring_object_still_waiting_is_replaced_by_the_newer_keyring(
+    state_dir: Path, enrol: Enrol
+) -> None:
+    alice = enrol("alice")
+    outbox = Outbox(state_dir)
+    with Sealer(state_dir) as sealer:
+        device = sealer.device_key
+        sealer.seal(Kind.EVENT, {}, b"a", deliver=outbox)  # keyring epoch 1, event
+        enrol("bob")
+        outbox.fail_kinds = {Kind.KEYRING}
+        with pytest.raises(OSError):
+            sealer.seal(Kind.EVENT, {}, b"b", deliver=outbox)
+        enrol("carol")
+        outbox.fail_kinds = set()
+        sealer.seal(Kind.EVENT, {}, b"c", deliver=outbox)
+    reader = Reader([alice], [device])
+    opened = [reader.open(bytes(o.data)) for o in outbox.kept]  # type: ignore[list-item]
+    keyrings = [o for o in opened if o.kind is Kind.KEYRING]
+    assert [(k.seq, k.epoch, k.meta["epoch"]) for k in keyrings] == [(0, 1, 1), (2, 3, 3)]
+    assert [o.epoch for o in opened] == [1, 1, 3, 3]

@@ -65,7 +65,7 @@ def test_rings_and_notices_always_fit_while_old_footage_makes_room(
             reasons = {e.reason for e in evictions}
             assert reasons == {"disk-full"}
             [notice] = sealer.seal(
-                Kind.NOTICE, {"notice": "discarded", "reason": "disk-full", "ranges": ranges}
+                Kind.NOTICE, {"notice": "discarded", "reason": "quota", "ranges": ranges}
             )[-1:]
             spool.put(notice, ESS, ["s3"])
             essentials.append(notice)

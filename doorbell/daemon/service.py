@@ -8,10 +8,12 @@ source and ``Sealer.seal``; what leaves this module is sealed.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import math
 import queue
+import resource
 import signal
 import threading
 import time
@@ -42,7 +44,11 @@ log = logging.getLogger(__name__)
 # Events and notices that could not be spooled (a full disk with nothing left to
 # evict) wait in RAM, unsealed, and are retried; beyond this many the oldest go.
 BACKLOG_MAX = 256
+# ... and at most this many bytes of them (snapshots), so a long full disk cannot
+# grow the daemon's memory past what a 512 MB Pi can hold.
+BACKLOG_MAX_BYTES = 16 * 1024 * 1024
 BACKLOG_RETRY_SECONDS = 1.0
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 # Header, 64 hybrid stanzas and a keyring object sealed ahead of it, with room to spare.
 OBJECT_HEADROOM = 512 * 1024
 # Without a frame for this long the watchdog stops being fed and systemd restarts us.
@@ -50,6 +56,20 @@ FRAME_TIMEOUT_SECONDS = 10.0
 # At shutdown the sinks get this long to take what is spooled; the rest waits for
 # the next start (systemd's TimeoutStopSec is 30 s).
 UPLOAD_DRAIN_SECONDS = 10.0
+
+
+def _forbid_core_dumps() -> None:
+    """Plaintext video lives in this process's memory: no core dump may put it on disk."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError) as exc:  # a sandbox may deny it; the unit sets it too
+        log.debug("cannot lower the core size limit: %s", exc)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_DUMPABLE) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        log.debug("cannot mark the process non-dumpable: %s", exc)
 
 
 def _room_for(delivery: Delivery) -> int:
@@ -137,6 +157,7 @@ class Doorbell:
         return self._exit_code
 
     def _start(self) -> None:
+        _forbid_core_dumps()
         settings = self.settings
         self._sealer = Sealer(settings.state_dir)
         keyring = self._sealer.keyring
@@ -398,6 +419,10 @@ class Doorbell:
                 return
             if item[0] == "frame" and self._segmenter is not None:
                 self._on_frame(item[1])
+            elif item[0] == "trigger":
+                # A press just before the stop is a ring like any other: its event and
+                # clip-end are sealed before the daemon exits.
+                self._on_trigger(item[1], item[2])
             elif item[0] == "command":
                 item[2].reply({"ok": False, "error": "the daemon is stopping"})
 
@@ -500,8 +525,14 @@ class Doorbell:
             self._unannounced += freed
             self._announce_evictions()
             self._seal(delivery)
-        self._announce_evictions()
         self._counters.spool_error = None
+        try:
+            self._announce_evictions()
+        except OSError as exc:
+            # The delivery itself is spooled: it must not be sealed again. The notice
+            # waits with the evicted files, and is retried before the next object.
+            self._counters.spool_error = f"{exc.strerror or exc}"
+            log.error("could not spool the notice for evicted objects, will retry: %s", exc)
 
     def _seal(self, delivery: Delivery) -> bool:
         """Seal ``delivery`` (and whatever the sealer puts first) into the spool.
@@ -555,7 +586,10 @@ class Doorbell:
 
     def _queue_backlog(self, delivery: Delivery) -> None:
         self._backlog.append(delivery)
-        if len(self._backlog) > BACKLOG_MAX:
+        while len(self._backlog) > 1 and (
+            len(self._backlog) > BACKLOG_MAX
+            or sum(len(d.body) for d in self._backlog) > BACKLOG_MAX_BYTES
+        ):
             lost = self._backlog.pop(0)
             self._counters.essential_dropped += 1
             log.error(

@@ -131,12 +131,16 @@ class Sealer:
         self._announce = [a for a in self._announce if a[1].get("notice") != "restart"]
         reserved = self._sequence.reserved_until
         first_skipped = 0 if self._last_seq is None else self._last_seq + 1
+        # Every spent number's head is durable, so nothing above the head ever left the
+        # device: a run that crashed before delivering anything (its block reserved on
+        # disk) must not widen the skip. It stays within one block, as phones require.
+        self._sequence.next = min(reserved, first_skipped + fmt.RESERVATION_BLOCK)
         if first_skipped == reserved:
             return
         log.warning(
             "the previous run did not stop cleanly: sequence numbers %d..%d are skipped",
             first_skipped,
-            reserved - 1,
+            self._sequence.next - 1,
         )
         previous = (
             None if self._last_seq is None else {"seq": self._last_seq, "hash": self._prev.hex()}
@@ -144,7 +148,7 @@ class Sealer:
         notice = {
             "notice": "restart",
             "previous": previous,
-            "skipped": {"first": first_skipped, "last": reserved - 1},
+            "skipped": {"first": first_skipped, "last": self._sequence.next - 1},
         }
         self._announce.insert(0, (Kind.NOTICE, notice, b""))
 
@@ -213,9 +217,8 @@ class Sealer:
         """Seal one payload. Returns it last, after any keyring or notice objects the
         stream needs first (a changed keyring, a restart after a crash).
 
-        Without ``deliver`` every object is spent at once and the chain head is
-        recorded without an fsync (``close`` makes it durable): for callers that keep
-        the objects themselves. With ``deliver``, see ``Deliver``: an object the
+        Without ``deliver`` every object is spent at once: for callers that keep the
+        objects themselves. With ``deliver``, see ``Deliver``: an object the
         callback does not commit is not spent and not returned, an announcement not
         committed is offered again with the next seal, and an exception from the
         callback propagates after everything committed before it stays spent.
@@ -229,7 +232,10 @@ class Sealer:
         encoded = fmt.encode_meta(dict(meta))
         if self._announced != self.keyring:
             # Every run, and every keyring change, publishes the keyring in the stream.
+            # A keyring object still waiting to be delivered is stale now: only the
+            # keyring the objects are sealed under may be announced.
             keyring = (Kind.KEYRING, {"epoch": self.keyring.epoch}, self.keyring.to_json())
+            self._announce = [a for a in self._announce if a[0] is not Kind.KEYRING]
             self._announce.append(keyring)
             self._announced = self.keyring
         out: list[SealedObject] = []
@@ -274,25 +280,26 @@ class Sealer:
         )
         sealed = SealedObject(self.device_id, seq, kind, data)
         if deliver is None:
-            self._spend(sealed, sync=False)
+            self._spend(sealed)
             return sealed
         committed: list[bool] = []
 
         def commit() -> None:
             if not committed:
-                self._spend(sealed, sync=True)
+                self._spend(sealed)
                 committed.append(True)
 
         deliver(sealed, commit)
         return sealed if committed else None
 
-    def _spend(self, sealed: SealedObject, *, sync: bool) -> None:
+    def _spend(self, sealed: SealedObject) -> None:
         if sealed.seq != self._sequence.next:
             raise SealingError(f"object {sealed.seq} is not the next in the chain")
         chain = fmt.chain_hash(bytes(sealed.data[-fmt.SIGNATURE_LEN :]))
-        # The head first: if recording it fails, nothing is spent and the same
-        # number goes to the next object.
-        self._sequence.record(ChainHead(sealed.seq, chain), sync=sync)
+        # The head first, durably: if recording it fails, nothing is spent and the same
+        # number goes to the next object; once it is recorded, a restart never skips
+        # past anything delivered, and never reuses anything either.
+        self._sequence.record(ChainHead(sealed.seq, chain), sync=True)
         self._sequence.take()
         self._prev = chain
         self._last_seq = sealed.seq

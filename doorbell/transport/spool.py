@@ -77,7 +77,8 @@ _TMP_SUFFIX = ".tmp"
 # catches up, and is well under 0.1 % of any SD card a Pi boots from.
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
 
-# Why objects were evicted: the ``reason`` of the ``discarded`` notice announcing them.
+# What forced an eviction, for the log and the status. The ``discarded`` notice says
+# ``"quota"`` for both (docs/FORMAT.md 6.1): the order of eviction is the same.
 QUOTA, DISK_FULL = "quota", "disk-full"
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
