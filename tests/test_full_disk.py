@@ -1,6 +1,6 @@
 """A ring is never lost to a full disk: the real daemon on a small real file system.
 
-The state directory (and so the spool) is a 10 MiB tmpfs, the bucket is unreachable,
+The state directory (and so the spool) is a 6 MiB tmpfs, the bucket is unreachable,
 and continuous recording at a high bitrate fills the disk within seconds. Every ring
 the daemon confirms must reach the phones over a real Mosquitto and stay in the spool
 for the bucket; old footage makes room instead, announced in sealed notices.
@@ -22,8 +22,8 @@ from small_disk import small_disk
 
 from doorbell.sealing import Kind
 
-DISK = 10 * 1024 * 1024
-RINGS = 12
+DISK = 6 * 1024 * 1024
+RINGS = 8
 
 
 @pytest.fixture
