@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from chain_builder import (
+    ADDED,
     Forger,
     clip_end_meta,
     event_meta,
@@ -206,7 +207,7 @@ def test_power_cut_deletion_of_what_the_phone_saw_is_reported(
     code, out = verify(forger, capsys, skip=(4, 5))
     assert code == 1
     assert (
-        "restart notice seq 10 skips 4..9, but seq 5 was delivered (earlier (remembered)): "
+        "restart notice seq 10 skips 4..9, but seq 4 was delivered (earlier (remembered)): "
         "notice hides a delivered object" in out
     )
 
@@ -220,7 +221,7 @@ def test_previous_null_is_refused_when_the_phone_remembers_older_objects(
     restart_run(forger, 10, restart_meta(None, 0, 9), ZERO_PREV)
     code, out = verify(forger, capsys, skip=(0, 1, 2, 3))
     assert code == 1
-    assert "says no chain head was recorded (previous: null), but this phone knows seq 3" in out
+    assert "says no chain head was recorded (previous: null), but this phone knows seq 0" in out
 
 
 # --- discarded notices (section 6) ------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_an_evicted_object_a_faster_sink_took_is_a_note(forger: Forger, capsys: 
         ([(2, 3)], "pre-roll", "reason 'pre-roll'; only 'quota' discards exist"),
         ([(2, 6)], "quota", "range 2..6 is not first <= last < the notice's seq"),
         ([(3, 2)], "quota", "range 3..2 is not first <= last < the notice's seq"),
-        ([(2, 3), (3, 3)], "quota", "range 3..3 announced by seq 6 overlaps range 2..3"),
+        ([(2, 3), (3, 3)], "quota", "discarded notice seq 6: its ranges 2..3 and 3..3 overlap"),
     ],
     ids=["pre-roll", "past-the-notice", "reversed", "overlap"],
 )
@@ -290,16 +291,36 @@ def test_a_malformed_last_hash_is_rejected(forger: Forger, capsys: Capture) -> N
 
 
 def test_an_eviction_hiding_an_object_the_phone_saw_fails(forger: Forger, capsys: Capture) -> None:
+    """Any remembered object the device never evicts, not only the newest: a ring at seq 2
+    that a stolen key deletes and covers with a quota notice."""
+    forger.start(1)
+    forger.append(Kind.EVENT, event_meta(stream=""))  # seq 2: the ring of the theft
+    forger.append(Kind.EVENT, event_meta(kind="motion", stream=""))  # seq 3
+    forger.write()
+    assert sync(forger, capsys)[0] == 0  # remembers 0..3, not only the head
+    forger.append(Kind.NOTICE, quota_meta((2, 2, forger.hash(2))))
+    code, out = verify(forger, capsys, skip=(2,))
+    assert code == 1
+    assert (
+        "saw seq 2 earlier, of a kind the device never evicts, and it is absent: notice hides "
+        "a delivered object" in out
+    )
+
+
+def test_a_segment_one_sink_took_may_be_evicted_from_another(
+    forger: Forger, capsys: Capture
+) -> None:
+    """The local folder took segments 2..3; the bucket's queue lost them to quota."""
     forger.start(1)
     stream = new_id()
     forger.append(Kind.SEGMENT, segment_meta(stream, 0))
     forger.append(Kind.SEGMENT, segment_meta(stream, 1))  # seq 3
     forger.write()
-    assert sync(forger, capsys)[0] == 0  # remembers seq 3
+    assert sync(forger, capsys, "local-copy")[0] == 0  # remembers 0..3
     forger.append(Kind.NOTICE, quota_meta((2, 3, forger.hash(3))))
     code, out = verify(forger, capsys, skip=(2, 3))
-    assert code == 1
-    assert "saw seq 3 delivered earlier and it is absent: notice hides a delivered object" in out
+    assert code == 0, out
+    assert "seq 2..3 announced as quota" in out
 
 
 # --- eviction order: continuous recording first ---------------------------------------------
@@ -484,11 +505,23 @@ def test_a_keyring_older_than_the_one_the_phone_saw_is_a_rollback(
         (b'{"position":NaN}', "NaN is not a JSON number"),
         (b'{"position":-Infinity}', "-Infinity is not a JSON number"),
         (b'{"position":1e999}', "number 1e999 does not fit a double"),
+        (b'{"position":1' + b"0" * 400 + b"}", "an integer of 401 digits does not fit a double"),
+        (b'{"position":%d}' % 2**1024, "an integer of 309 digits does not fit a double"),
         (b'{"type":"\xff"}', "not UTF-8: byte 9"),
         (b'\xef\xbb\xbf{"type":"ring"}', "starts with a byte-order mark"),
         (b'{"type":"\\ud800"}', "holds an unpaired surrogate"),
     ],
-    ids=["duplicate", "nan", "infinity", "overflow", "utf8", "bom", "surrogate"],
+    ids=[
+        "duplicate",
+        "nan",
+        "infinity",
+        "overflow",
+        "huge-integer",
+        "2^1024",
+        "utf8",
+        "bom",
+        "surrogate",
+    ],
 )
 def test_meta_that_is_not_strict_json_is_rejected(
     forger: Forger, capsys: Capture, meta: bytes, message: str
@@ -571,13 +604,16 @@ def test_sync_reports_newest_objects_missing_from_the_bucket(
     code, out = sync(forger, capsys, out="fresh-copy")
     assert code == 1
     assert (
-        f"FAIL     device {forger.short}: newest objects missing from the bucket: this phone "
-        "has seen seq 3, but the bucket ends at seq 1 (deleted, or not uploaded yet" in out
-    )
-    # The copy made before still holds them; the bucket listing decides.
+        f"FAIL     device {forger.short}: newest objects not in the bucket yet, or deleted: "
+        "this phone has seen seq 3 (live, or in another copy), but the bucket ends at seq 1; "
+        "sync again once the doorbell has uploaded: still missing then, they were deleted"
+    ) in out
+    # The copy made before fetched them from this bucket: deleted, certainly.
     code, out = sync(forger, capsys)
     assert code == 1
-    assert "has seen seq 3, but the bucket ends at seq 1" in out
+    assert "not in the bucket yet" not in out
+    for seq in (2, 3):
+        assert f"{forger.name(seq)}: seq {seq} was fetched by an earlier sync" in out
 
 
 # --- the phone's files are strict JSON too -------------------------------------------------
@@ -649,3 +685,301 @@ def test_a_sync_state_file_with_duplicate_keys_exits_2(forger: Forger, capsys: C
         f"doorbell-phone: {copy / 'sync-state.json'} is damaged (duplicate key 'clips'); "
         "remove it to export every clip again\n"
     )
+
+
+# --- the hostile review: what an unopenable object, memory and sync may not hide ---------
+
+
+def stranger_keyring() -> Keyring:
+    stranger = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    return Keyring().add("stranger", stranger, ADDED)
+
+
+def test_an_object_withheld_from_this_phone_does_not_excuse_a_gap(
+    forger: Forger, capsys: Capture
+) -> None:
+    """Rings 2..3 deleted without a notice; seq 5 is sealed to a stranger, between objects
+    of keyring epochs 1 and 2, both listing this phone: it cannot be a notice for others."""
+    forger.start(4)
+    forger.append(Kind.EVENT, event_meta(stream=""), keyring=stranger_keyring())  # 5
+    forger.keyring = dataclasses.replace(forger.keyring, epoch=forger.keyring.epoch + 1)
+    forger.keyring_object()  # 6
+    forger.append(Kind.EVENT, event_meta(stream=""))
+    code, out = verify(forger, capsys, skip=(2, 3))
+    assert code == 1
+    assert (
+        f"FAIL   {forger.name(5)}: seq 5 lacks this phone's stanza, but lies between objects "
+        "sealed under keyring epochs 1 and 2, and every keyring from one to the other lists "
+        "this phone (withheld from it, or forged)" in out
+    )
+    assert f"FAIL   device {forger.short}: missing seq 2..3 (deleted or never delivered)" in out
+
+
+def test_remembered_rings_behind_an_object_for_a_stranger_are_missing(
+    forger: Forger, capsys: Capture
+) -> None:
+    forger.start(4)
+    forger.write()
+    assert sync(forger, capsys)[0] == 0  # remembers 0..4
+    forger.append(Kind.EVENT, event_meta(stream=""), keyring=stranger_keyring())  # 5
+    code, out = verify(forger, capsys, skip=(2, 3))
+    assert code == 1
+    assert (
+        f"FAIL   device {forger.short}: missing seq 2..3 (deleted or never delivered; this "
+        "phone saw seq 2 earlier)" in out
+    )
+
+
+def test_a_late_enrolled_phone_cannot_confirm_gaps_before_it_and_says_so(
+    forger: Forger, capsys: Capture
+) -> None:
+    """Honest: 0..5 sealed before this phone was enrolled, 2..3 evicted and announced in a
+    notice it cannot read; the keyring object at 6 enrols it."""
+    before = stranger_keyring()
+    stream = new_id()
+    forger.keyring_object(before)
+    forger.append(Kind.EVENT, event_meta(stream=""), keyring=before)
+    forger.append(Kind.SEGMENT, segment_meta(stream, 0), keyring=before)
+    forger.append(Kind.SEGMENT, segment_meta(stream, 1), keyring=before)
+    forger.append(Kind.NOTICE, quota_meta((2, 3, forger.hash(3))), keyring=before)
+    forger.append(Kind.EVENT, event_meta(stream=""), keyring=before)
+    recipient = forger.keyring.recipients[0]
+    forger.keyring = before.add(recipient.name, recipient.key, ADDED)
+    forger.keyring_object()  # 6
+    forger.append(Kind.EVENT, event_meta(stream=""))
+    code, out = verify(forger, capsys, skip=(2, 3))
+    assert code == 0, out
+    assert (
+        f"note   device {forger.short}: seq 2..3 absent, followed by objects not sealed to this "
+        "phone (seq 5 the newest): cannot confirm whether a notice among them announced it"
+    ) in out
+
+
+def test_a_revoked_phone_cannot_confirm_gaps_announced_after_it_and_says_so(
+    forger: Forger, capsys: Capture
+) -> None:
+    """Honest: segments 2..3 of this phone's time are evicted, and announced only after the
+    keyring object at 5 revoked it."""
+    stream = new_id()
+    forger.start(1)
+    for index in range(3):
+        forger.append(Kind.SEGMENT, segment_meta(stream, index))  # 2..4
+    revoked = stranger_keyring()
+    forger.keyring = dataclasses.replace(revoked, epoch=forger.keyring.epoch + 1)
+    forger.keyring_object()  # 5, not sealed to this phone
+    forger.append(Kind.NOTICE, quota_meta((2, 3, forger.hash(3))))  # 6
+    code, out = verify(forger, capsys, skip=(2, 3))
+    assert code == 0, out
+    assert f"note   device {forger.short}: seq 2..3 absent, followed by objects" in out
+
+
+def test_objects_under_a_keyring_never_published_fail(forger: Forger, capsys: Capture) -> None:
+    """A stolen key adds an eavesdropper under a new epoch and never publishes it."""
+    forger.start(2)
+    spy = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    spied = forger.keyring.add("spy", spy, ADDED)
+    forger.append(Kind.EVENT, event_meta(stream=""), keyring=spied)
+    code, out = verify(forger, capsys)
+    assert code == 1
+    assert (
+        f"FAIL   {forger.name(3)}: seq 3 is sealed under keyring epoch 2, but no keyring object "
+        "of epoch 2 comes before it (present or remembered): a keyring never published" in out
+    )
+
+
+def test_a_restart_notice_precedes_the_keyring_object_of_its_run(
+    forger: Forger, capsys: Capture
+) -> None:
+    """Honest: the keyring changed while the device was down; its restart notice, sealed
+    first, is under the new epoch and the keyring object follows it at once."""
+    forger.start(3)
+    partner = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    forger.keyring = forger.keyring.add("partner", partner, ADDED)
+    forger.seal(10, forger.hash(3), Kind.NOTICE, restart_meta((3, forger.hash(3)), 4, 9))
+    forger.keyring_object()  # 11
+    forger.append(Kind.EVENT, event_meta(stream=""))
+    code, out = verify(forger, capsys)
+    assert code == 0, out
+
+
+def test_a_restart_notice_under_an_epoch_whose_keyring_does_not_follow_fails(
+    forger: Forger, capsys: Capture
+) -> None:
+    forger.start(3)
+    partner = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    changed = forger.keyring.add("partner", partner, ADDED)
+    meta = restart_meta((3, forger.hash(3)), 4, 9)
+    forger.seal(10, forger.hash(3), Kind.NOTICE, meta, keyring=changed)
+    forger.append(Kind.EVENT, event_meta(stream=""), keyring=changed)
+    code, out = verify(forger, capsys)
+    assert code == 1
+    assert f"{forger.name(10)}: seq 10 is sealed under keyring epoch 2, but no keyring" in out
+    assert f"{forger.name(11)}: seq 11 is sealed under keyring epoch 2, but no keyring" in out
+
+
+def test_sync_reports_objects_deleted_from_the_bucket_since_an_earlier_sync(
+    forger: Forger, capsys: Capture
+) -> None:
+    """No key needed: the bucket deletes a ring the phone fetched; the copy keeps it. With
+    a stolen key the quota notice covering it changes nothing."""
+    forger.start(3)
+    forger.write()
+    assert sync(forger, capsys)[0] == 0
+    forger.append(Kind.EVENT, event_meta(kind="motion", stream=""))  # 4
+    forger.append(Kind.NOTICE, quota_meta((2, 2, forger.hash(2))))  # 5
+    forger.write(skip=(2,))
+    code, out = sync(forger, capsys)
+    assert code == 1
+    assert (
+        f"FAIL     {forger.bucket / forger.name(2)}: seq 2 was fetched by an earlier sync and "
+        "is no longer there: deleted from the bucket since an earlier sync (this copy keeps it)"
+    ) in out
+    assert (forger.root / "copy" / "objects" / forger.name(2)).exists()
+
+
+def test_a_huge_integer_in_meta_is_rejected_and_sync_does_not_trace_back(
+    forger: Forger,
+) -> None:
+    """10^400 is a JSON integer, but no double: a JavaScript reader would read Infinity."""
+    stream, clip = new_id(), new_id()
+    forger.keyring_object()
+    forger.append(Kind.INIT, init_meta(stream), b"ftyp")
+    forger.append(Kind.EVENT, {**event_meta(clip=clip, stream=stream), "position": 10**400})
+    forger.append(Kind.SEGMENT, {**segment_meta(stream, 0), "start": 10**400}, b"moof")
+    forger.append(Kind.SEGMENT, segment_meta(stream, 1), b"moof")
+    forger.append(Kind.NOTICE, clip_end_meta(clip, stream, 1))
+    forger.write()
+    run = in_subprocess(forger, "sync", str(forger.bucket), "--out", str(forger.root / "copy"))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert (
+        f"FAIL     {forger.name(2)}: signed but does not open: payload: metadata: an integer "
+        "of 401 digits does not fit a double"
+    ) in run.stdout
+
+
+def test_a_sync_that_fails_remembers_nothing(
+    forger: Forger, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doorbell.phone import sync as sync_module
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    stream, clip = new_id(), new_id()
+    forger.keyring_object()
+    forger.append(Kind.INIT, init_meta(stream), b"ftyp")
+    forger.append(Kind.EVENT, event_meta(clip=clip, stream=stream))
+    forger.append(Kind.SEGMENT, segment_meta(stream, 0), b"moof")
+    forger.write()
+    monkeypatch.setattr(sync_module, "export_clips", full)
+    home = str(forger.home.directory)
+    code = main(["--home", home, "sync", str(forger.bucket), "--out", str(forger.root / "copy")])
+    assert code == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (forger.home.directory / "seen.json").exists()
+
+
+def test_a_quota_range_announced_again_after_a_restart_is_a_note(
+    forger: Forger, capsys: Capture
+) -> None:
+    """The device stopped after spooling its quota notice and before deleting what it
+    evicted: after the restart it evicts and announces the same objects again."""
+    quota_run(forger)  # 6 announces 2..3
+    forger.seal(7, forger.hash(6), Kind.NOTICE, restart_meta((6, forger.hash(6)), 7, 6))
+    forger.keyring_object()  # 8
+    forger.append(Kind.NOTICE, quota_meta((2, 3, forger.hash(3))))  # 9
+    code, out = verify(forger, capsys, skip=(2, 3))
+    assert code == 0, out
+    assert (
+        f"note   device {forger.short}: range 2..3 announced by seq 9 overlaps range 2..3 "
+        "announced by seq 6 (evicted again after a restart)"
+    ) in out
+
+
+def test_a_restart_skip_overlapping_a_quota_range_fails(forger: Forger, capsys: Capture) -> None:
+    quota_run(forger)  # 6 announces 2..3, 4..5 present
+    forger.seal(12, forger.hash(6), Kind.NOTICE, restart_meta((6, forger.hash(6)), 7, 11))
+    forger.keyring_object()
+    forger.append(Kind.NOTICE, quota_meta((7, 8, bytes(32))))
+    code, out = verify(forger, capsys, skip=(2, 3))
+    assert code == 1
+    assert (
+        f"FAIL   device {forger.short}: range 7..11 announced by seq 12 overlaps range 7..8 "
+        "announced by seq 14\n" in out
+    ), out
+
+
+def test_a_restart_right_after_a_quota_range_must_name_its_last_object(
+    forger: Forger, capsys: Capture
+) -> None:
+    forger.start(1)
+    stream = new_id()
+    for index in range(3):
+        forger.append(Kind.SEGMENT, segment_meta(stream, index), b"moof")  # 2..4
+    fake = os.urandom(32)
+    forger.seal(5, fake, Kind.NOTICE, restart_meta((4, fake), 5, 4))
+    forger.keyring_object()  # 6
+    forger.append(Kind.NOTICE, quota_meta((3, 4, forger.hash(4))))  # 7
+    code, out = verify(forger, capsys, skip=(3, 4))
+    assert code == 1
+    assert (
+        f"FAIL   {forger.name(5)}: chain: restart notice seq 5 does not follow the gap notice "
+        "seq 7 announced (its previous is not seq 4 with the range's last_hash)"
+    ) in out
+
+
+def test_a_clip_ended_twice_or_on_another_stream_fails(forger: Forger, capsys: Capture) -> None:
+    stream, clip = new_id(), new_id()
+    forger.keyring_object()
+    forger.append(Kind.INIT, init_meta(stream), b"ftyp")
+    forger.append(Kind.EVENT, event_meta(clip=clip, stream=stream))
+    forger.append(Kind.SEGMENT, segment_meta(stream, 0), b"moof")
+    forger.append(Kind.NOTICE, clip_end_meta(clip, stream, 0))  # 4
+    forger.append(Kind.NOTICE, clip_end_meta(clip, new_id(), 0))  # 5
+    code, out = verify(forger, capsys)
+    assert code == 1
+    assert (
+        f"FAIL   {forger.name(5)}: clip-end notice seq 5 ends clip {clip[:8]}, which the "
+        "clip-end notice seq 4 already ended" in out
+    )
+    assert f"FAIL   {forger.name(5)}: clip-end notice seq 5 names stream" in out
+    assert f"for clip {clip[:8]}, whose event seq 2 names stream {stream[:8]}" in out
+
+
+def test_seen_json_version_1_is_read_and_version_2_written(forger: Forger, capsys: Capture) -> None:
+    forger.start(3)
+    forger.write()
+    device = forger.device_id.hex()
+    head = {"seq": 1, "hash": forger.hash(1).hex()}
+    version_1 = {"version": 1, "devices": {device: {"head": head}}}
+    (forger.home.directory / "seen.json").write_text(json.dumps(version_1))
+    assert sync(forger, capsys)[0] == 0
+    document = json.loads((forger.home.directory / "seen.json").read_text())
+    assert document["version"] == 2
+    entry = document["devices"][device]
+    assert entry["head"] == {"seq": 3, "hash": forger.hash(3).hex()}
+    assert entry["seen"] == [[0, 3]]
+    assert entry["kept"] == [[0, 3]]  # a keyring and three rings: never evicted
+
+
+def test_seen_runs_are_merged_and_bounded() -> None:
+    from doorbell.phone.memory import MAX_RUNS, Remembered, runs_of, seqs_as_runs
+
+    assert seqs_as_runs([5, 1, 2, 3, 7, 6]) == ((1, 3), (5, 7))
+    many = runs_of((2 * i, 2 * i) for i in range(MAX_RUNS + 10))
+    assert len(many) == MAX_RUNS and many[0] == (20, 20)  # the oldest are forgotten
+    merged = Remembered(seen=((0, 3),)).merged(Remembered(seen=((4, 4), (9, 9))))
+    assert merged.seen == ((0, 4), (9, 9))
+    assert merged.seen_in(5, 8) is None and merged.seen_in(5, 9) == 9
+
+
+def test_the_largest_integers_a_double_holds_are_numbers() -> None:
+    from doorbell.sealing.format import loads_strict
+
+    def fail(reason: str) -> Exception:
+        return ValueError(reason)
+
+    assert loads_strict(b"%d" % (2**1024 - 2**970 - 1), fail) == 2**1024 - 2**970 - 1
+    with pytest.raises(ValueError, match="does not fit a double"):
+        loads_strict(b"-%d" % (2**1024 - 2**970), fail)  # rounds to -infinity

@@ -285,6 +285,27 @@ def test_source_lists_only_sealed_objects_directly_under_the_prefix(
     assert front.describe(name) == f"s3://{s3_server.bucket}/{PREFIX}{name}"
 
 
+def test_source_tells_a_replaced_object_of_the_same_size(
+    s3_server: S3Server,  # noqa: F811
+    sink: S3Sink,
+    sealed: list[SealedObject],
+) -> None:
+    """Padmé makes equal sizes common: the listing's ETag (one PUT: the MD5), else the bytes."""
+    deliver_all(sink, sealed)
+    item = sealed[0]
+    front = source(s3_server, f"s3://{s3_server.bucket}/{PREFIX}")
+    front.names()
+    assert front.holds(item.name, bytes(item.data))
+    other = bytearray(item.data)
+    other[-1] ^= 1
+    assert not front.holds(item.name, bytes(other))
+    put(s3_server, PREFIX + item.name, bytes(other))
+    front.names()
+    assert not front.holds(item.name, bytes(item.data))
+    front.etags[item.name] = "not-an-md5"  # a bucket that encrypts with its own keys
+    assert front.holds(item.name, bytes(other))
+
+
 def test_source_at_the_bucket_root(s3_server: S3Server) -> None:  # noqa: F811
     put(s3_server, "a.sealed", b"a")
     put(s3_server, "dir/b.sealed", b"b")

@@ -210,7 +210,9 @@ def test_invalid_payloads_rejected(vector: dict[str, Any]) -> None:
         check_contents(_reader().open(bytes.fromhex(vector["object"])))
 
 
-@pytest.mark.parametrize("vector", VECTORS["chains"], ids=lambda v: v["description"])
+@pytest.mark.parametrize(
+    "vector", VECTORS["chains"] + VECTORS["chains_review"], ids=lambda v: v["description"]
+)
 def test_chain_vectors(vector: dict[str, Any]) -> None:
     device_id = _device().public_key.device_id.hex()
     assert run_chain_vector(vector, device_id, _reader()) == vector["codes"]
@@ -231,6 +233,13 @@ def test_chain_vectors_cover_every_new_rule() -> None:
         "keyring-rollback",
     }
     assert any(vector["codes"] == [] for vector in VECTORS["chains"])
+
+
+def test_review_vectors_cover_the_rules_the_review_added() -> None:
+    codes = {code for vector in VECTORS["chains_review"] for code in vector["codes"]}
+    assert codes >= {"unpublished-keyring", "stanzas", "missing", "replaced", "clip"}
+    assert sum(vector["codes"] == [] for vector in VECTORS["chains_review"]) >= 2
+    assert any(v.get("remembered_version") == 2 for v in VECTORS["chains_review"])
 
 
 def test_hybrid_stanza_opens_with_the_x_wing_combiner_written_out() -> None:

@@ -20,7 +20,16 @@ from daemon_harness import wait_for
 from doorbell.phone.cli import main
 from doorbell.phone.home import PhoneHome
 from doorbell.phone.watch import MAX_MESSAGE, Watcher
-from doorbell.sealing import KeyringStore, Kind, RecipientPrivateKey, Suite, load_device_key
+from doorbell.sealing import (
+    DeviceSigningKey,
+    Keyring,
+    KeyringStore,
+    Kind,
+    RecipientPrivateKey,
+    SealedObject,
+    Suite,
+    load_device_key,
+)
 from doorbell.sealing.sealer import seal_bytes
 from doorbell.transport.mqtt import MqttLink
 
@@ -440,22 +449,30 @@ def test_a_keyring_rolled_back_after_a_restart_is_refused(rig: SealingDoorbell) 
     ]
 
 
-def test_live_events_are_held_to_the_keyring_and_the_meta_rules(rig: SealingDoorbell) -> None:
+def _ring_shown(
+    rig: SealingDoorbell,
+) -> tuple[Screen, str, SealedObject, DeviceSigningKey, Keyring, bytes]:
+    """A watcher that showed the doorbell's keyring and one ring: (screen, event topic,
+    that event, the device key, its keyring, the event's chain hash)."""
     screen = Screen(rig)
     topic = f"doorbell/{rig.device_id}/event"
     keyring_object, event = rig.event("ring", time_us=WHEN_US)
     screen.watcher.handle(f"doorbell/{rig.device_id}/keyring", keyring_object.data)
     screen.watcher.handle(topic, event.data)
     assert len(screen.lines()[0]) == 2
-
     key, _ = load_device_key(rig.state)
     keyring = KeyringStore(rig.state).load()
+    prev = rig.home.reader().verify(event.data).chain_hash
+    return screen, topic, event, key, keyring, prev
+
+
+def test_live_events_are_held_to_the_keyring_and_the_meta_rules(rig: SealingDoorbell) -> None:
+    screen, topic, event, key, keyring, prev = _ring_shown(rig)
     stranger = RecipientPrivateKey.generate(Suite.X25519).public_key()
     extra = dataclasses.replace(
         keyring.add("mallory", stranger, datetime.now(UTC)), epoch=keyring.epoch
     )
     meta = {"type": "ring", "clip": "0" * 32, "stream": "", "first_index": 0}
-    prev = rig.home.reader().verify(event.data).chain_hash
     spied = seal_bytes(key, extra, event.seq + 1, prev, Kind.EVENT, meta, b"", WHEN_US)
     screen.watcher.handle(topic, spied)
     sloppy = seal_bytes(key, keyring, event.seq + 2, prev, Kind.EVENT, {"type": "ring"}, b"", 0)
@@ -467,4 +484,22 @@ def test_live_events_are_held_to_the_keyring_and_the_meta_rules(rig: SealingDoor
         "exactly the keyring: 1 stanza(s) for keys not in the keyring",
         f"doorbell-phone: skipped a message on {topic}: object {event.seq + 2}: event meta: "
         "'clip' is missing",
+    ]
+
+
+def test_a_live_event_under_a_keyring_never_published_is_refused(rig: SealingDoorbell) -> None:
+    """The device publishes a changed keyring before any object sealed under it: an event of a
+    newer epoch than every keyring seen adds recipients nobody was shown."""
+    screen, topic, event, key, keyring, prev = _ring_shown(rig)
+    spy = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    spied = keyring.add("spy", spy, datetime.now(UTC))
+    meta = {"type": "ring", "clip": "0" * 32, "stream": "", "first_index": 0}
+    sealed = seal_bytes(key, spied, event.seq + 1, prev, Kind.EVENT, meta, b"", WHEN_US)
+    screen.watcher.handle(topic, sealed)
+    out, err = screen.lines()
+    assert out == []
+    assert err == [
+        f"doorbell-phone: skipped a message on {topic}: event {event.seq + 1} is sealed under "
+        f"keyring epoch {spied.epoch}, but the newest keyring published is epoch "
+        f"{keyring.epoch}: a keyring never published"
     ]

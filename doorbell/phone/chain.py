@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from doorbell.phone.memory import NOTHING, Head, KnownKeyring, Remembered
+from doorbell.phone.memory import (
+    NOTHING,
+    Head,
+    KnownKeyring,
+    Remembered,
+    Runs,
+    first_in,
+    seqs_as_runs,
+)
 from doorbell.phone.objects import ObjectSource, ObjectUnreadable
 from doorbell.phone.rules import (
     ObjectRejected,
@@ -69,12 +77,15 @@ class Code(enum.StrEnum):
     EVICTED_PRESENT = "evicted-but-present"
     MISSING = "missing"
     UNCONFIRMED = "unconfirmed-gap"
+    UNPUBLISHED = "unpublished-keyring"
     ANNOUNCED = "announced-gap"
     KEYRING = "keyring"
     ROLLBACK = "keyring-rollback"
     STANZAS = "stanzas"
     CLIP = "clip"
     NEWEST_MISSING = "newest-missing"
+    DELETED = "deleted-from-bucket"
+    OVERLAP_NOTE = "re-announced"
 
 
 @dataclass(frozen=True)
@@ -239,8 +250,15 @@ class _DeviceChain:
         self.unique: dict[int, Entry] = {}
         self.present: list[int] = []
         self.gaps: list[_Gap] = []
-        self.restarts: set[int] = set()  # seqs of restart notices this phone read
+        self.restarts: dict[int, dict[str, Any]] = {}  # restart notices this phone read: meta
         self.forked: set[int] = set()
+        # Objects this phone cannot open although every keyring they can have been sealed
+        # under lists it: they cannot be a notice sealed to others (FORMAT.md section 7).
+        self.withheld: set[int] = set()
+        # Remembered runs minus the objects present, computed once: every range a notice
+        # announces is then one bisection, however many there are.
+        self._absent_seen: Runs | None = None
+        self._absent_kept: Runs | None = None
 
     def add(self, where: str, message: str, code: Code, *, problem: bool = True) -> None:
         self.result.add(where, message, problem=problem, code=code)
@@ -299,7 +317,10 @@ class _DeviceChain:
 
     # -- keyrings, epochs, stanzas (FORMAT.md section 7) ---------------------------------------
 
-    def _keyrings(self) -> None:
+    def _known_keyrings(self) -> dict[int, tuple[int, Keyring]]:
+        """Every keyring this phone knows, by epoch: (lowest seq that carries it, keyring).
+
+        Each was opened from a keyring object sealed to that keyring, so each lists this phone."""
         known: dict[int, tuple[int, Keyring]] = {}
         remembered = self.memory.keyring
         if remembered is not None:
@@ -317,6 +338,13 @@ class _DeviceChain:
                     f"in seq {earlier[0]}: one epoch, two keyrings",
                     Code.KEYRING,
                 )
+            elif seq < earlier[0]:
+                known[keyring.epoch] = (seq, keyring)
+        return known
+
+    def _keyrings(self) -> None:
+        known = self._known_keyrings()
+        remembered = self.memory.keyring
         newest: tuple[int, int] | None = None  # (seq, epoch) of the highest epoch so far
         opened = [s for s in self.present if self.unique[s].contents is not None]
         for seq in opened:
@@ -327,23 +355,61 @@ class _DeviceChain:
                 self.add(self.unique[seq].name, rollback, Code.ROLLBACK)
             if newest is None or contents.epoch > newest[1]:
                 newest = (seq, contents.epoch)
-        for seq, epoch, inferred in self._epochs(opened):
+        self._published(opened, known)
+        for seq, epoch, inferred in self._epochs(opened, known):
             sealed_under = known.get(epoch)
             if sealed_under is None:
-                continue
+                continue  # an opened one is reported by _published; an inferred one cannot be
             entry = self.unique[seq]
             mismatch = stanza_mismatch(entry.envelope, sealed_under[1])
             if mismatch is not None:
+                if inferred:
+                    self.withheld.add(seq)
                 how = " (the objects around it were sealed under it)" if inferred else ""
                 self.add(entry.name, f"keyring epoch {epoch}{how}: {mismatch}", Code.STANZAS)
 
-    def _epochs(self, opened: list[int]) -> list[tuple[int, int, bool]]:
+    def _published(self, opened: list[int], known: dict[int, tuple[int, Keyring]]) -> None:
+        """Every opened object's epoch has a keyring object at or below its seq.
+
+        The device seals a keyring object before the first object under a changed keyring
+        and never evicts one. Only a restart notice comes first: it is sealed before the
+        keyring object of its run, which must then follow it at once."""
+        for seq in opened:
+            contents = self.unique[seq].contents
+            assert contents is not None
+            published = known.get(contents.epoch)
+            if published is not None and published[0] <= seq:
+                continue
+            restart = contents.kind is Kind.NOTICE and contents.meta["notice"] == "restart"
+            if restart and self._keyring_epoch(seq + 1) == contents.epoch:
+                continue
+            self.add(
+                self.unique[seq].name,
+                f"seq {seq} is sealed under keyring epoch {contents.epoch}, but no keyring "
+                f"object of epoch {contents.epoch} comes before it (present or remembered): "
+                "a keyring never published",
+                Code.UNPUBLISHED,
+            )
+
+    def _keyring_epoch(self, seq: int) -> int | None:
+        entry = self.unique.get(seq)
+        if entry is None or entry.contents is None or entry.contents.keyring is None:
+            return None
+        return entry.contents.keyring.epoch
+
+    def _epochs(
+        self, opened: list[int], known: dict[int, tuple[int, Keyring]]
+    ) -> list[tuple[int, int, bool]]:
         """(seq, epoch, inferred) for every object whose keyring epoch is known.
 
         An object this phone cannot open has an unknown epoch, unless the nearest objects
         it can open before and after it carry the same epoch: epochs never go back, and a
-        keyring change bumps the epoch, so it was sealed under that epoch too."""
+        keyring change bumps the epoch, so it was sealed under that epoch too. When they
+        carry different epochs and this phone knows the keyring of every epoch from one to
+        the other, it was sealed under one of them, each listing this phone: it is withheld
+        (it lacks this phone's stanza)."""
         out = []
+        epochs = sorted(known)
         for seq in self.present:
             entry = self.unique[seq]
             if entry.rejected:
@@ -351,13 +417,48 @@ class _DeviceChain:
             if entry.contents is not None:
                 out.append((seq, entry.contents.epoch, False))
                 continue
-            at = bisect.bisect_left(opened, seq)
-            if 0 < at < len(opened):
-                before = self.unique[opened[at - 1]].contents
-                after = self.unique[opened[at]].contents
-                if before is not None and after is not None and before.epoch == after.epoch:
-                    out.append((seq, before.epoch, True))
+            before, after = self._opened_around(seq, opened)
+            if before is None or after is None:
+                continue  # sealed before this phone was enrolled, or after it was revoked?
+            if before == after:
+                out.append((seq, before, True))
+            elif self._all_known(epochs, before, after):
+                self.withheld.add(seq)
+                self.add(
+                    entry.name,
+                    f"seq {seq} lacks this phone's stanza, but lies between objects sealed "
+                    f"under keyring epochs {before} and {after}, and every keyring from "
+                    "one to the other lists this phone (withheld from it, or forged)",
+                    Code.STANZAS,
+                )
         return out
+
+    def _opened_around(self, seq: int, opened: list[int]) -> tuple[int | None, int | None]:
+        """The epochs of the nearest objects this phone opened before and after ``seq``: in
+        this set, or the keyring it remembers (opened earlier, live or in a copy)."""
+        at = bisect.bisect_left(opened, seq)
+        below = [(opened[at - 1], self._epoch_of(opened[at - 1]))] if at > 0 else []
+        above = [(opened[at], self._epoch_of(opened[at]))] if at < len(opened) else []
+        remembered = self.memory.keyring
+        if remembered is not None and remembered.seq != seq:
+            side = below if remembered.seq < seq else above
+            side.append((remembered.seq, remembered.epoch))
+        before, after = max(below, default=None), min(above, default=None)
+        return (None if before is None else before[1], None if after is None else after[1])
+
+    def _epoch_of(self, seq: int) -> int:
+        contents = self.unique[seq].contents
+        assert contents is not None
+        return contents.epoch
+
+    @staticmethod
+    def _all_known(epochs: list[int], first: int, last: int) -> bool:
+        """Whether the sorted ``epochs`` hold every epoch of first..last."""
+        if last < first:
+            return False
+        low = bisect.bisect_left(epochs, first)
+        high = bisect.bisect_right(epochs, last)
+        return high - low == last - first + 1
 
     # -- notices (FORMAT.md section 6) -------------------------------------------------------
 
@@ -377,18 +478,31 @@ class _DeviceChain:
         at = bisect.bisect_left(self.present, first)
         if at < len(self.present) and self.present[at] <= last:
             return self.present[at], "in this set"
-        if self.head is not None and first <= self.head.seq <= last:
-            return self.head.seq, "earlier (remembered)"
+        remembered = self.memory.seen_in(first, last)
+        if remembered is not None:
+            return remembered, "earlier (remembered)"
         return None
 
     def _older_known(self, seq: int) -> int | None:
-        known = [self.present[0]] + ([self.head.seq] if self.head is not None else [])
+        known = [self.present[0]] + ([self.memory.seen[0][0]] if self.memory.seen else [])
         below = [s for s in known if s < seq]
         return min(below) if below else None
 
+    def _remembered_absent(self, first: int, last: int, kept: bool = False) -> int | None:
+        """The lowest seq in first..last that this phone remembers and that is absent here
+        (with ``kept``: only one it opened and that the device never evicts)."""
+        absent = self._absent_kept if kept else self._absent_seen
+        if absent is None:
+            absent = _without(self.memory.kept if kept else self.memory.seen, self.present)
+            if kept:
+                self._absent_kept = absent
+            else:
+                self._absent_seen = absent
+        return first_in(absent, first, last)
+
     def _restart(self, seq: int, meta: dict[str, Any]) -> None:
         entry = self.unique[seq]
-        self.restarts.add(seq)
+        self.restarts[seq] = meta
         previous = meta["previous"]
         first, last = meta["skipped"]["first"], meta["skipped"]["last"]
         broken = []
@@ -457,6 +571,15 @@ class _DeviceChain:
                 Code.DISCARD,
             )
             return
+        ranges = sorted((item["first"], item["last"]) for item in meta["ranges"])
+        for (first, last), (after, end) in itertools.pairwise(ranges):
+            if after <= last:
+                self.add(
+                    entry.name,
+                    f"discarded notice seq {seq}: its ranges {first}..{last} and {after}..{end} "
+                    "overlap",
+                    Code.OVERLAP,
+                )
         for item in meta["ranges"]:
             first, last = item["first"], item["last"]
             bridge = bytes.fromhex(item["last_hash"])
@@ -493,13 +616,15 @@ class _DeviceChain:
                 Code.EVICTED_PRESENT,
                 problem=False,
             )
-        head = self.head
-        if head is not None and first <= head.seq <= last and head.seq not in self.unique:
+        # A media segment this phone saw in one sink may rightly be evicted from another
+        # sink's queue; any other kind is never evicted at all.
+        hidden = self._remembered_absent(first, last, kept=True)
+        if hidden is not None:
             self.add(
                 entry.name,
                 f"discarded notice seq {seq} announces {first}..{last} evicted, but this phone "
-                f"saw seq {head.seq} delivered earlier and it is absent: notice hides a "
-                "delivered object",
+                f"saw seq {hidden} earlier, of a kind the device never evicts, and it is absent: "
+                "notice hides a delivered object",
                 Code.HIDES,
             )
 
@@ -513,7 +638,23 @@ class _DeviceChain:
             by_hash.setdefault(head.hash, head.seq)
         for seq in self.present:
             if seq in self.restarts:
-                continue  # its prev is held to previous.hash by the restart rules
+                # Its prev is held to previous.hash by the restart rules; right after a
+                # quota range, previous must be that range's last object.
+                gap = bridges.get(seq - 1)
+                previous = self.restarts[seq]["previous"]
+                if gap is not None and (
+                    previous is None
+                    or previous["seq"] != gap.last
+                    or bytes.fromhex(previous["hash"]) != gap.bridge
+                ):
+                    self.add(
+                        self.unique[seq].name,
+                        f"chain: restart notice seq {seq} does not follow the gap notice seq "
+                        f"{gap.notice} announced (its previous is not seq {gap.last} with the "
+                        "range's last_hash)",
+                        Code.REPLACED,
+                    )
+                continue
             entry = self.unique[seq]
             prev = entry.envelope.prev
             if seq == 0:
@@ -616,23 +757,45 @@ class _DeviceChain:
     # -- ranges ------------------------------------------------------------------------------
 
     def _overlaps(self) -> None:
+        """Announced ranges never share a number, but for quota ranges of two notices.
+
+        A device that stops between spooling a quota notice and deleting what it evicted
+        evicts the same objects again after the restart and announces them again: a note.
+        Each range was held to its own rules already."""
         ordered = sorted(self.gaps, key=lambda g: (g.first, g.last))
-        widest: _Gap | None = None
+        widest: _Gap | None = None  # of all ranges so far, the one reaching furthest
+        widest_other: _Gap | None = None  # the same, among ranges that may not overlap at all
         for gap in ordered:
-            if widest is not None and gap.first <= widest.last:
+            strict = gap.reason != "quota"
+            for earlier in (widest_other, widest):
+                if earlier is None or gap.first > earlier.last:
+                    continue
+                if not strict and earlier.reason == "quota" and earlier.notice == gap.notice:
+                    break  # one notice's own ranges: _discarded reports those
+                again = not strict and earlier.reason == "quota"
                 self.add(
                     self.device,
                     f"range {gap.first}..{gap.last} announced by seq {gap.notice} overlaps "
-                    f"range {widest.first}..{widest.last} announced by seq {widest.notice}",
-                    Code.OVERLAP,
+                    f"range {earlier.first}..{earlier.last} announced by seq {earlier.notice}"
+                    + (" (evicted again after a restart)" if again else ""),
+                    Code.OVERLAP_NOTE if again else Code.OVERLAP,
+                    problem=not again,
                 )
+                break
             if widest is None or gap.last > widest.last:
                 widest = gap
+            if strict and (widest_other is None or gap.last > widest_other.last):
+                widest_other = gap
 
     def _missing(self) -> None:
-        # A gap followed by an object this phone cannot open (sealed before it was enrolled)
-        # may have been announced in a notice it cannot read either: it cannot be confirmed.
-        unreadable = [s for s in self.present if self._unknown(self.unique[s])]
+        # A gap followed by an object this phone cannot open (sealed before it was enrolled,
+        # or after it was revoked) may have been announced in a notice it cannot read either:
+        # it cannot be confirmed. Not when that object should have been sealed to this phone
+        # (withheld), nor when the gap holds an object this phone saw and that the device
+        # never evicts (no notice may hide that). See FORMAT.md section 6.2, "unconfirmed".
+        unreadable = [
+            s for s in self.present if self._unknown(self.unique[s]) and s not in self.withheld
+        ]
         unreadable_until = max(unreadable, default=-1)
         gaps = _GapIndex(self.gaps)
         expected = 0
@@ -640,17 +803,25 @@ class _DeviceChain:
             stop = self.present[-1] + 1 if seq is None else seq
             for first, last, gap in _uncovered(expected, stop - 1, gaps):
                 span = f"seq {first}" if first == last else f"seq {first}..{last}"
-                if gap is None and last < unreadable_until:
+                # Only an object the device never evicts excuses nothing: a media segment
+                # this phone saw in another sink's copy may be evicted from this one's queue.
+                kept = self._remembered_absent(first, last, kept=True) if gap is None else None
+                if gap is None and kept is None and last < unreadable_until:
                     self.add(
                         self.device,
-                        f"{span} absent among objects not sealed to this phone: "
-                        "cannot confirm whether it was announced",
+                        f"{span} absent, followed by objects not sealed to this phone (seq "
+                        f"{unreadable_until} the newest): cannot confirm whether a notice "
+                        "among them announced it",
                         Code.UNCONFIRMED,
                         problem=False,
                     )
                 elif gap is None:
+                    seen = kept if kept is not None else self._remembered_absent(first, last)
+                    saw = "" if seen is None else f"; this phone saw seq {seen} earlier"
                     self.add(
-                        self.device, f"missing {span} (deleted or never delivered)", Code.MISSING
+                        self.device,
+                        f"missing {span} (deleted or never delivered{saw})",
+                        Code.MISSING,
                     )
                 elif not gap.confirmed:
                     self.add(
@@ -699,13 +870,27 @@ class _DeviceChain:
         return clips, segments
 
     def _clips(self) -> None:
-        """Events of one clip must agree on its stream and first segment."""
+        """Events of one clip agree on its stream and first segment; a clip ends once, on the
+        stream of its events."""
         first_event: dict[str, tuple[int, str, int]] = {}
+        ends: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for seq in self.present:
             contents = self.unique[seq].contents
-            if contents is None or contents.kind is not Kind.EVENT:
+            if contents is None:
                 continue
             meta = contents.meta
+            if contents.kind is Kind.NOTICE and meta["notice"] == "clip-end":
+                ends[meta["clip"]].append((seq, meta["stream"]))
+                earlier_end = ends[meta["clip"]][0]
+                if earlier_end[0] != seq:
+                    self.add(
+                        self.unique[seq].name,
+                        f"clip-end notice seq {seq} ends clip {meta['clip'][:8]}, which the "
+                        f"clip-end notice seq {earlier_end[0]} already ended",
+                        Code.CLIP,
+                    )
+            if contents.kind is not Kind.EVENT:
+                continue
             claim = (seq, meta["stream"], meta["first_index"])
             earlier = first_event.setdefault(meta["clip"], claim)
             if earlier[1:] != claim[1:]:
@@ -715,6 +900,16 @@ class _DeviceChain:
                     f"{meta['stream'][:8] or '(none)'} from index {meta['first_index']}, but "
                     f"event seq {earlier[0]} of the same clip names stream "
                     f"{earlier[1][:8] or '(none)'} from index {earlier[2]}",
+                    Code.CLIP,
+                )
+        for clip_id, seq, stream in ((c, q, s) for c, listed in ends.items() for q, s in listed):
+            event = first_event.get(clip_id)
+            if event is not None and event[1] != stream:
+                self.add(
+                    self.unique[seq].name,
+                    f"clip-end notice seq {seq} names stream {stream[:8] or '(none)'} for clip "
+                    f"{clip_id[:8]}, whose event seq {event[0]} names stream "
+                    f"{event[1][:8] or '(none)'}",
                     Code.CLIP,
                 )
 
@@ -850,7 +1045,15 @@ class _DeviceChain:
             if contents is not None and contents.keyring is not None:
                 keyring = KnownKeyring(seq, contents.keyring)
                 break
-        self.result.seen[self.device_id] = Remembered(head, keyring)
+        kept = [
+            seq
+            for seq in self.present
+            if (contents := self.unique[seq].contents) is not None
+            and contents.kind is not Kind.SEGMENT
+        ]
+        self.result.seen[self.device_id] = Remembered(
+            head, keyring, seqs_as_runs(self.present), seqs_as_runs(kept)
+        )
 
 
 class Intervals:
@@ -913,3 +1116,20 @@ def _uncovered(first: int, last: int, gaps: _GapIndex) -> list[tuple[int, int, _
         runs.append((seq, end, gap))
         seq = end + 1
     return runs
+
+
+def _without(runs: Runs, present: list[int]) -> Runs:
+    """``runs`` minus the sorted seqs ``present``: O(len(runs) + len(present))."""
+    out = []
+    for low, high in runs:
+        at = bisect.bisect_left(present, low)
+        while low <= high:
+            if at < len(present) and present[at] <= high:
+                if present[at] > low:
+                    out.append((low, present[at] - 1))
+                low = present[at] + 1
+                at += 1
+            else:
+                out.append((low, high))
+                break
+    return tuple(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
@@ -70,9 +71,7 @@ def plan_clips(verification: Verification) -> list[Clip]:
                 if not isinstance(first, int):
                     continue
                 clip = Clip(meta["clip"], meta["stream"], first, None, contents.time_us)
-                position = meta.get("position")
-                if isinstance(position, int | float):
-                    clip.position = float(position)
+                clip.position = _seconds(meta.get("position"))
                 clips[clip.clip_id] = clip
             clip.types.append(str(meta.get("type", "event")))
             clip.snapshots.append(entry)
@@ -200,11 +199,9 @@ def _export_one(
             if _copy_body(source, reader, entry, out, report, base):
                 written += 1
                 meta = entry.contents.meta if entry.contents else {}
-                duration, start = meta.get("duration"), meta.get("start")
-                if isinstance(duration, int | float):
-                    seconds += float(duration)
-                if first_start is None and isinstance(start, int | float):
-                    first_start = float(start)
+                seconds += _seconds(meta.get("duration")) or 0.0
+                if first_start is None:
+                    first_start = _seconds(meta.get("start"))
     if written == 0:
         partial.unlink()
         report.skipped.append(f"{base}: no media segment could be exported")
@@ -241,3 +238,15 @@ def _copy_body(
         return False
     out.write(body)
     return True
+
+
+def _seconds(value: Any) -> float | None:
+    """A meta number as seconds, or None when absent or not a finite double (the meta rules
+    already refuse those; this keeps export from ever tracing back on one)."""
+    if type(value) not in (int, float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None

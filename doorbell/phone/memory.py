@@ -1,20 +1,23 @@
-"""What a phone remembers of each doorbell across runs: the newest object and keyring it saw.
+"""What a phone remembers of each doorbell across runs: the objects and keyring it saw.
 
-Objects alone cannot show that the newest ones were deleted, that an old event is replayed
-as new, or that a keyring was rolled back: a phone that remembers what it has already seen
-can. ``seen.json`` in the phone's home keeps, per device, the highest sequence number whose
-signature it verified (with its chain hash) and the newest keyring object it read. Updates
-only ever move forward, are merged under a lock (``watch`` and ``sync`` may run at the same
-time) and are written atomically and durably.
+Objects alone cannot show that the newest ones were deleted, that one the phone already
+saw is now "evicted" by a signed notice, that an old event is replayed as new, or that a
+keyring was rolled back: a phone that remembers what it has already seen can.
+``seen.json`` in the phone's home keeps, per device, the highest sequence number whose
+signature it verified (with its chain hash), every sequence number it verified as runs
+of consecutive numbers (the chain is dense, so they are few), and the newest keyring
+object it read. Updates only ever add, are merged under a lock (``watch`` and ``sync``
+may run at the same time) and are written atomically and durably.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,13 @@ from doorbell.sealing.format import loads_strict
 
 MEMORY = "seen.json"
 LOCK = ".seen.lock"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1 had no "seen": its head is the only seq it remembers
+# At most this many runs of seen numbers per device; beyond it the oldest are forgotten
+# (forgetting only makes later checks weaker, never raises a false alarm). A phone that
+# syncs sees runs broken only by evictions and restarts; one that only watches keeps one
+# run per ring: years of rings.
+MAX_RUNS = 4096
 _DEVICE = re.compile(r"[0-9a-f]{64}")
 _HASH = re.compile(r"[0-9a-f]{64}")
 
@@ -49,16 +58,25 @@ class KnownKeyring:
         return self.keyring.epoch
 
 
+Runs = tuple[tuple[int, int], ...]
+
+
 @dataclass(frozen=True)
 class Remembered:
-    """Everything a phone remembers of one device."""
+    """Everything a phone remembers of one device. ``seen`` holds the sequence numbers it
+    verified as sorted, disjoint, non-adjacent runs (first, last); ``kept`` those of them
+    it opened and found to be of a kind the device never evicts (all but media segments)."""
 
     head: Head | None = None
     keyring: KnownKeyring | None = None
+    seen: Runs = ()
+    kept: Runs = ()
 
-    def merged(self, head: Head | None, keyring: KnownKeyring | None) -> Remembered:
-        """Move forward only: a lower seq or an older keyring never replaces a newer one."""
+    def merged(self, other: Remembered) -> Remembered:
+        """Move forward only: a lower seq or an older keyring never replaces a newer one;
+        seen numbers are added."""
         out = self
+        head, keyring = other.head, other.keyring
         if head is not None and (self.head is None or head.seq > self.head.seq):
             out = replace(out, head=head)
         if keyring is not None and (
@@ -66,7 +84,46 @@ class Remembered:
             or (keyring.seq > self.keyring.seq and keyring.epoch >= self.keyring.epoch)
         ):
             out = replace(out, keyring=keyring)
+        seen = runs_of([*self.seen, *other.seen, *_head_run(head)])
+        kept = runs_of([*self.kept, *other.kept])
+        if (seen, kept) != (self.seen, self.kept):
+            out = replace(out, seen=seen, kept=kept)
         return out
+
+    def seen_in(self, first: int, last: int) -> int | None:
+        """The lowest remembered seq in first..last, or None."""
+        return first_in(self.seen, first, last)
+
+
+def first_in(runs: Runs, first: int, last: int) -> int | None:
+    """The lowest number of ``runs`` in first..last, or None."""
+    at = bisect.bisect_right(runs, (first, 2**64)) - 1
+    if at >= 0 and runs[at][1] >= first:
+        return first
+    at += 1
+    if at < len(runs) and runs[at][0] <= last:
+        return runs[at][0]
+    return None
+
+
+def runs_of(runs: Iterable[tuple[int, int]]) -> Runs:
+    """Sorted, merged runs, at most `MAX_RUNS` of them (the newest kept)."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(runs):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return tuple(merged[-MAX_RUNS:])
+
+
+def seqs_as_runs(seqs: Iterable[int]) -> Runs:
+    """Runs of consecutive numbers, from any seqs."""
+    return runs_of((seq, seq) for seq in seqs)
+
+
+def _head_run(head: Head | None) -> Runs:
+    return () if head is None else ((head.seq, head.seq),)
 
 
 NOTHING = Remembered()
@@ -103,7 +160,7 @@ class PhoneMemory:
             changed = False
             for device_id, item in seen.items():
                 before = devices.get(device_id, NOTHING)
-                after = before.merged(item.head, item.keyring)
+                after = before.merged(item)
                 if after != before:
                     devices[device_id] = after
                     changed = True
@@ -136,6 +193,10 @@ def _encode(devices: Mapping[bytes, Remembered]) -> bytes:
                 "seq": item.keyring.seq,
                 "document": item.keyring.keyring.to_json().decode(),
             }
+        if item.seen:
+            entry["seen"] = [[first, last] for first, last in item.seen]
+        if item.kept:
+            entry["kept"] = [[first, last] for first, last in item.kept]
         document["devices"][device_id.hex()] = entry
     return json.dumps(document, indent=1, ensure_ascii=False).encode() + b"\n"
 
@@ -148,8 +209,9 @@ def _parse(raw: bytes, path: Path) -> dict[bytes, Remembered]:
         )
 
     document = loads_strict(raw, damaged)
-    if not isinstance(document, dict) or document.get("version") != VERSION:
-        raise damaged(f"expected an object with version {VERSION}")
+    if not isinstance(document, dict) or document.get("version") not in READS:
+        raise damaged(f"expected an object with version {' or '.join(map(str, READS))}")
+    keys = {"head", "keyring"} if document["version"] == 1 else {"head", "keyring", "seen", "kept"}
     if set(document) != {"version", "devices"} or not isinstance(document["devices"], dict):
         raise damaged("expected exactly the keys 'version' and 'devices' (an object)")
     out: dict[bytes, Remembered] = {}
@@ -157,11 +219,17 @@ def _parse(raw: bytes, path: Path) -> dict[bytes, Remembered]:
         where = f"device {device[:16]!r}"
         if not _DEVICE.fullmatch(device):
             raise damaged(f"{where}: not a device id of 64 lower-case hex digits")
-        if not isinstance(entry, dict) or not set(entry) <= {"head", "keyring"}:
-            raise damaged(f"{where}: expected an object with 'head' and 'keyring'")
+        if not isinstance(entry, dict) or not set(entry) <= keys:
+            raise damaged(f"{where}: expected an object with keys among {sorted(keys)}")
+        head = _head(entry.get("head"), where, damaged)
         out[bytes.fromhex(device)] = Remembered(
-            _head(entry.get("head"), where, damaged),
+            head,
             _keyring(entry.get("keyring"), where, damaged, path),
+            runs_of([*_runs(entry.get("seen", []), "seen", where, damaged), *_head_run(head)]),
+            # Version 1 knew only its head, and held quota notices to it whatever its kind.
+            runs_of(_runs(entry.get("kept", []), "kept", where, damaged))
+            if document["version"] != 1
+            else _head_run(head),
         )
     return out
 
@@ -185,6 +253,19 @@ def _head(value: Any, where: str, damaged: _Damaged) -> Head | None:
     ):
         raise damaged(f"{where}: head must be {{'seq': u64, 'hash': 64 hex digits}}")
     return Head(value["seq"], bytes.fromhex(value["hash"]))
+
+
+def _runs(value: Any, key: str, where: str, damaged: _Damaged) -> list[tuple[int, int]]:
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_RUNS
+        or not all(
+            isinstance(run, list) and len(run) == 2 and all(map(_seq, run)) and run[0] <= run[1]
+            for run in value
+        )
+    ):
+        raise damaged(f"{where}: {key} must be at most {MAX_RUNS} [first, last] u64 pairs")
+    return [(first, last) for first, last in value]
 
 
 def _keyring(value: Any, where: str, damaged: _Damaged, path: Path) -> KnownKeyring | None:

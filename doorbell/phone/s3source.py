@@ -7,6 +7,7 @@ sealed object is ever downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -124,12 +125,14 @@ class S3Source:
             self._http.clear()
             raise S3SourceError(f"endpoint {endpoint!r}: {exc}") from None
         self.sizes: dict[str, int] = {}
+        self.etags: dict[str, str] = {}
         self.ignored: list[str] = []
 
     def names(self) -> list[str]:
         """List the bucket: raises `S3SourceError` when it cannot (unreachable, no bucket)."""
         location = self.location
         self.sizes.clear()
+        self.etags.clear()
         self.ignored.clear()
         try:
             for item in self._client.list_objects(
@@ -141,6 +144,7 @@ class S3Source:
                     self.ignored.append(name)
                 elif name.endswith(".sealed") and "/" not in name and isinstance(item.size, int):
                     self.sizes[name] = item.size
+                    self.etags[name] = (item.etag or "").strip('"').lower()
                 else:
                     self.ignored.append(name)
         except _FAILURES as exc:
@@ -188,6 +192,19 @@ class S3Source:
     def size(self, name: str) -> int | None:
         """The size the last listing gave, without a request."""
         return self.sizes.get(name)
+
+    def holds(self, name: str, data: bytes) -> bool:
+        """Whether object ``name`` is byte for byte ``data``.
+
+        The device stores each object with one PUT, so a plain bucket's ETag is the MD5 of
+        its bytes, which the listing gave: no request. An ETag that is no MD5 of ``data``
+        (another upload, or a bucket encrypting with its own keys) is settled by fetching
+        the object and comparing the bytes."""
+        if self.sizes.get(name) != len(data):
+            return False
+        if self.etags.get(name) == hashlib.md5(data, usedforsecurity=False).hexdigest():
+            return True
+        return self.read(name) == data
 
     def close(self) -> None:
         self._http.clear()

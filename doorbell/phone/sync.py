@@ -54,7 +54,8 @@ class SyncError(Exception):
 
 
 class SyncSource(Protocol):
-    """An ObjectSource that also knows each object's size, and the names it passed over."""
+    """An ObjectSource that can also tell whether it still holds exactly some bytes, and
+    lists the names it passed over."""
 
     ignored: list[str]
 
@@ -64,17 +65,21 @@ class SyncSource(Protocol):
 
     def describe(self, name: str) -> str: ...
 
-    def size(self, name: str) -> int | None: ...
+    def holds(self, name: str, data: bytes) -> bool:
+        """Whether object ``name`` is byte for byte ``data``; raises `ObjectUnreadable`."""
+        ...
 
 
 class LocalSource(DirectorySource):
     """A local folder of sealed objects (a NAS or USB mount the local sink writes)."""
 
-    def size(self, name: str) -> int | None:
+    def holds(self, name: str, data: bytes) -> bool:
         try:
-            return (self.directory / name).stat().st_size
-        except OSError:
-            return None
+            if (self.directory / name).stat().st_size != len(data):
+                return False
+        except OSError as exc:
+            raise ObjectUnreadable(f"cannot read: {exc.strerror or exc}") from None
+        return self.read(name) == data
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ class SyncReport:
     @property
     def unexplained(self) -> list[Finding]:
         """Gaps nobody announced: deleted in the bucket, or never delivered."""
-        gaps = (Code.MISSING, Code.NEWEST_MISSING)
+        gaps = (Code.MISSING, Code.NEWEST_MISSING, Code.DELETED)
         return [f for f in self.verification.problems if f.code in gaps]
 
     @property
@@ -206,13 +211,30 @@ def sync(
         local = DirectorySource(objects)
         remembered = memory.load() if memory is not None else {}
         report.verification = verify_source(local, reader, remembered)
+        _deleted_from_source(source, report, listed)
         _newest_missing(report.verification, listed, remembered)
+        _export(local, reader, out_dir, report)
         if memory is not None:
             # Authentic objects are facts whatever else is wrong with the bucket: remembering
-            # them can only make later checks stricter.
+            # them can only make later checks stricter. Last, so that a run that fails on the
+            # way remembers nothing it did not finish.
             memory.update(report.verification.seen)
-        _export(local, reader, out_dir, report)
     return report
+
+
+def _deleted_from_source(source: SyncSource, report: SyncReport, listed: set[str]) -> None:
+    """Objects this copy fetched earlier that the source no longer lists.
+
+    The device never deletes from a sink that took an object (quota evicts only from its
+    own queues), so each one is a deletion in the bucket, announced or not."""
+    for entry in report.verification.entries:
+        if entry.name not in listed and OBJECT_NAME.fullmatch(entry.name):
+            report.verification.add(
+                source.describe(entry.name),
+                f"seq {entry.seq} was fetched by an earlier sync and is no longer there: "
+                "deleted from the bucket since an earlier sync (this copy keeps it)",
+                code=Code.DELETED,
+            )
 
 
 def _newest_missing(
@@ -221,23 +243,29 @@ def _newest_missing(
     """The bucket must hold the newest object of each device that this phone has seen.
 
     Objects alone cannot show that the newest ones were deleted; a phone that saw a higher
-    seq (live over MQTT, or in an earlier sync) can. Only devices with objects in this copy
-    are checked: one phone may follow doorbells that upload to different buckets."""
+    seq (live over MQTT, or in another copy) can. When this copy fetched that object from
+    the bucket before, its deletion is certain and reported as such
+    (`_deleted_from_source`); otherwise the bucket may only be behind (the doorbell
+    uploads after it notifies). Only devices with objects in this copy are checked: one
+    phone may follow doorbells that upload to different buckets."""
     newest: dict[bytes, int] = {}
+    fetched: set[tuple[bytes, int]] = set()
     for entry in verification.entries:
         device = entry.envelope.device_id
         newest.setdefault(device, -1)
+        fetched.add((device, entry.seq))
         if entry.name in listed:
             newest[device] = max(newest[device], entry.seq)
     for device, bucket_max in newest.items():
         head = remembered.get(device, NOTHING).head
-        if head is None or head.seq <= bucket_max:
+        if head is None or head.seq <= bucket_max or (device, head.seq) in fetched:
             continue
         ends = f"ends at seq {bucket_max}" if bucket_max >= 0 else "holds none of its objects"
         verification.add(
             f"device {device.hex()[:16]}",
-            f"newest objects missing from the bucket: this phone has seen seq {head.seq}, "
-            f"but the bucket {ends} (deleted, or not uploaded yet: sync again later)",
+            f"newest objects not in the bucket yet, or deleted: this phone has seen seq "
+            f"{head.seq} (live, or in another copy), but the bucket {ends}; sync again once "
+            "the doorbell has uploaded: still missing then, they were deleted",
             code=Code.NEWEST_MISSING,
         )
 
@@ -277,12 +305,20 @@ def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> set[str]:
         listed.add(name)
         target = objects / name
         try:
-            have: int | None = target.stat().st_size
+            have: bytes | None = target.read_bytes()
         except FileNotFoundError:
             have = None
+        except OSError as exc:
+            raise SyncError(f"cannot read {target}: {exc.strerror or exc}") from None
         if have is not None:
-            remote = source.size(name)
-            if remote is None or remote == have:
+            try:
+                same = source.holds(name, have)
+            except ObjectUnreadable as exc:
+                report.fetch_problems.append(
+                    Finding(source.describe(name), f"not compared with this copy: {exc}")
+                )
+                continue
+            if same:
                 report.present += 1
             else:
                 # Writes here are atomic, so the source changed: sealed objects never do.
@@ -290,8 +326,8 @@ def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> set[str]:
                 report.fetch_problems.append(
                     Finding(
                         source.describe(name),
-                        f"is {remote} bytes, but the copy fetched earlier is {have} bytes: "
-                        "replaced in the source; kept the earlier copy",
+                        "differs from the copy fetched earlier: replaced in the source; "
+                        "kept the earlier copy",
                     )
                 )
             continue

@@ -29,7 +29,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from doorbell.config.errors import ConfigError
 from doorbell.config.secret import read_secret
 from doorbell.phone.home import PhoneHome
-from doorbell.phone.memory import NOTHING, Head, KnownKeyring, PhoneMemory, Remembered
+from doorbell.phone.memory import (
+    NOTHING,
+    Head,
+    KnownKeyring,
+    PhoneMemory,
+    Remembered,
+    seqs_as_runs,
+)
 from doorbell.phone.rules import check_contents, epoch_rollback, stanza_mismatch
 from doorbell.sealing import (
     Envelope,
@@ -221,6 +228,13 @@ class Watcher:
         rollback = epoch_rollback(opened.seq, opened.epoch, None, known)
         if rollback is not None:
             return rollback
+        if keyring is None and known is not None and opened.epoch > known.epoch:
+            # The device publishes (retained) the keyring object before any object sealed
+            # under a changed keyring: this phone would have seen it first.
+            return (
+                f"event {opened.seq} is sealed under keyring epoch {opened.epoch}, but the "
+                f"newest keyring published is epoch {known.epoch}: a keyring never published"
+            )
         sealed_under = keyring if keyring is not None else known.keyring if known else None
         if sealed_under is not None and sealed_under.epoch == opened.epoch:
             return stanza_mismatch(envelope, sealed_under)
@@ -236,9 +250,10 @@ class Watcher:
     def _remember(self, opened: Opened, keyring: Keyring | None) -> None:
         device = opened.device_id
         known = None if keyring is None else KnownKeyring(opened.seq, keyring)
-        update = Remembered(Head(opened.seq, opened.chain_hash), known)
+        runs = seqs_as_runs([opened.seq])
+        update = Remembered(Head(opened.seq, opened.chain_hash), known, runs, runs)
         before = self._remembered.get(device, NOTHING)
-        after = before.merged(update.head, update.keyring)
+        after = before.merged(update)
         if after == before:
             return
         self._remembered[device] = after

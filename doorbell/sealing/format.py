@@ -291,8 +291,9 @@ def decode_inner(plaintext: bytes | bytearray) -> Inner:
 
 def loads_strict(raw: bytes | bytearray | memoryview, fail: Callable[[str], Exception]) -> Any:
     """Parse JSON as every Doorbell reader must (FORMAT.md section 4): strict UTF-8 without a
-    byte-order mark, no NaN or infinities (also none spelled as an overflowing number such
-    as 1e999), no duplicate keys, no unpaired surrogates. ``fail(reason)`` makes the error."""
+    byte-order mark, no NaN or infinities, no number that rounds to an infinity as a double
+    (1e999, or an integer of 2^1024 or more: a JavaScript reader would read Infinity), no
+    duplicate keys, no unpaired surrogates. ``fail(reason)`` makes the error."""
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -304,6 +305,7 @@ def loads_strict(raw: bytes | bytearray | memoryview, fail: Callable[[str], Exce
             text,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
+            parse_int=_finite_int,
             object_pairs_hook=_unique_keys,
         )
     except _StrictJsonError as exc:
@@ -329,6 +331,21 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise _StrictJsonError(f"number {text[:40]} does not fit a double")
     return value
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
+    if not _fits_double(value):
+        raise _StrictJsonError(f"an integer of {len(text)} digits does not fit a double")
+    return value
+
+
+def _fits_double(value: int | float) -> bool:
+    """Whether IEEE 754 round-to-nearest makes ``value`` a finite double (FORMAT.md section 4)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -433,7 +450,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
+    return type(value) in (int, float) and _fits_double(value)
 
 
 def _is_str(value: Any) -> bool:

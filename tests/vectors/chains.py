@@ -6,7 +6,11 @@
   object whose epochs disagree or whose document is not strict JSON);
 - ``chains``: sets of objects of one device, with what the phone remembered before, and
   the problems (by finding code) a reader must report. ``codes`` is the set of problem
-  codes; an empty set means the set verifies.
+  codes; an empty set means the set verifies. ``remembered`` is one device's entry of a
+  ``seen.json`` of version 1, or of ``remembered_version`` when a vector has one;
+- ``chains_review``: more of the same, for the rules a hostile review of the phone added
+  (keyrings never published, objects withheld from this phone, every remembered object,
+  re-announced evictions, a restart right after a quota range, clip-end notices).
 
 Every set is signed by the published test device key: a stolen device key can sign all
 of these, and the phone must still report them.
@@ -179,6 +183,12 @@ class _Chain:
 
     def remember_head(self, seq: int, digest: bytes | None = None) -> None:
         self.remembered = {"head": {"seq": seq, "hash": (digest or self.hash(seq)).hex()}}
+
+    def remember_all(self, head: int) -> None:
+        """A phone that verified 0..head, none of them a media segment (``seen.json`` v2)."""
+        self.remember_head(head)
+        assert self.remembered is not None
+        self.remembered.update(seen=[[0, head]], kept=[[0, head]])
 
     def start(self, events: int) -> None:
         self.keyring_object()
@@ -403,11 +413,142 @@ CASES: list[tuple[str, Callable[[_Chain], None], list[str]]] = [
 ]
 
 
+def _stranger_keyring(c: _Chain) -> Keyring:
+    """A keyring of one phone that is not the vectors' phone (epoch 1)."""
+    suite = c.keyring.recipients[0].key.suite
+    stranger = RecipientPrivateKey(suite, bytes([7]) * 32).public_key()
+    return Keyring().add("stranger", stranger, c.keyring.recipients[0].added)
+
+
+def _event_meta() -> dict[str, Any]:
+    return {"type": "ring", "clip": CLIP, "stream": "", "first_index": 0}
+
+
+def _honest_review(c: _Chain) -> None:
+    """A quota eviction announced twice (the device stopped before deleting what it
+    evicted), and a restart notice sealed under a keyring changed while the device was
+    down, before that keyring's object."""
+    c.start(1)
+    for index in range(4):
+        c.segment(index)  # 2..5, continuous
+    c.append(N, quota_meta((2, 3, c.hash(3))))  # 6
+    partner = _stranger_keyring(c).recipients[0]
+    changed = c.keyring.add(partner.name, partner.key, partner.added)
+    c.seal(7, c.hash(6), N, restart_meta((6, c.hash(6)), 7, 6), keyring=changed)
+    c.keyring = changed
+    c.keyring_object()  # 8
+    c.append(N, quota_meta((2, 3, c.hash(3))))  # 9: evicted again after the restart
+    c.event()
+    c.skip = {2, 3}
+
+
+def _late_enrolment(c: _Chain) -> None:
+    """Objects 0..5 sealed before this phone was enrolled (2..3 evicted, announced in a
+    notice it cannot read); the keyring object at 6 enrols it."""
+    phone = c.keyring.recipients[0]
+    before = _stranger_keyring(c)
+    c.keyring_object(before)
+    c.append(fmt.Kind.EVENT, _event_meta(), keyring=before)
+    c.segment(0)
+    c.segment(1)
+    c.append(N, quota_meta((2, 3, c.hash(3))), keyring=before)  # 4
+    c.append(fmt.Kind.EVENT, _event_meta(), keyring=before)  # 5
+    c.keyring = before.add(phone.name, phone.key, phone.added)
+    c.keyring_object()  # 6
+    c.event()
+    c.skip = {2, 3}
+
+
+def _withheld(c: _Chain) -> None:
+    """Seq 2..3 deleted; seq 5 sealed to a stranger between keyrings that list this phone."""
+    c.start(4)
+    c.append(fmt.Kind.EVENT, _event_meta(), keyring=_stranger_keyring(c))  # 5
+    c.keyring = replace(c.keyring, epoch=c.keyring.epoch + 1)
+    c.keyring_object()  # 6
+    c.event()
+    c.skip = {2, 3}
+
+
+def _remembered_behind_a_stranger(c: _Chain) -> None:
+    """Rings 2..3 the phone saw are deleted; one object sealed to a stranger follows."""
+    c.start(4)
+    c.append(fmt.Kind.EVENT, _event_meta(), keyring=_stranger_keyring(c))  # 5
+    c.remember_all(4)
+    c.skip = {2, 3}
+
+
+def _unpublished(c: _Chain) -> None:
+    c.start(2)
+    partner = _stranger_keyring(c).recipients[0]
+    spied = c.keyring.add(partner.name, partner.key, partner.added)  # epoch 2, never sealed
+    c.append(fmt.Kind.EVENT, _event_meta(), keyring=spied)
+    c.append(fmt.Kind.EVENT, _event_meta(), keyring=spied)
+
+
+def _hides_remembered_event(c: _Chain) -> None:
+    c.start(3)
+    c.remember_all(3)
+    c.append(N, quota_meta((2, 2, c.hash(2))))
+    c.skip = {2}
+
+
+def _restart_after_quota(c: _Chain) -> None:
+    c.start(1)
+    for index in range(3):
+        c.segment(index)  # 2..4
+    fake = bytes(range(32))
+    c.seal(5, fake, N, restart_meta((4, fake), 5, 4))
+    c.keyring_object()  # 6
+    c.append(N, quota_meta((3, 4, c.hash(4))))  # 7
+    c.skip = {3, 4}
+
+
+def _clip_ends(c: _Chain) -> None:
+    c.keyring_object()
+    c.append(
+        fmt.Kind.INIT,
+        {"stream": STREAM, "codec": "h264", "width": 320, "height": 240, "fps": 15},
+        b"ftyp",
+    )
+    c.append(fmt.Kind.EVENT, {"type": "ring", "clip": CLIP, "stream": STREAM, "first_index": 0})
+    c.segment(0)
+    end = {"notice": "clip-end", "clip": CLIP, "stream": STREAM, "last_index": 0}
+    c.append(N, {**end, "reason": "post-roll"})
+    c.append(N, {**end, "stream": "44" * 16, "reason": "shutdown"})
+
+
+REVIEW_CASES: list[tuple[str, Callable[[_Chain], None], list[str]]] = [
+    ("honest: a quota range announced again, a restart before its keyring", _honest_review, []),
+    ("honest: gaps before this phone was enrolled", _late_enrolment, []),
+    (
+        "an object withheld from this phone hides deleted ones",
+        _withheld,
+        ["missing", "stanzas"],
+    ),
+    (
+        "remembered rings deleted, an object for a stranger after them",
+        _remembered_behind_a_stranger,
+        ["missing"],
+    ),
+    ("objects sealed under a keyring never published", _unpublished, ["unpublished-keyring"]),
+    (
+        "discarded: hides a remembered ring that is not the newest",
+        _hides_remembered_event,
+        ["notice-hides-delivered"],
+    ),
+    ("a restart right after a quota range does not follow it", _restart_after_quota, ["replaced"]),
+    ("a clip ended twice, the second time on another stream", _clip_ends, ["clip"]),
+]
+
+
 def chain_vectors(
-    device: DeviceSigningKey, phone: RecipientPrivateKey, keyring: Keyring
+    device: DeviceSigningKey,
+    phone: RecipientPrivateKey,
+    keyring: Keyring,
+    cases: list[tuple[str, Callable[[_Chain], None], list[str]]] = CASES,
 ) -> list[dict[str, Any]]:
     out, wrong = [], []
-    for description, build, codes in CASES:
+    for description, build, codes in cases:
         chain = _Chain(device, keyring)
         build(chain)
         objects = [
@@ -415,12 +556,14 @@ def chain_vectors(
             for seq, data in sorted(chain.objects.items())
             if seq not in chain.skip
         ]
-        vector = {
+        vector: dict[str, Any] = {
             "description": description,
             "remembered": chain.remembered,
             "objects": objects,
             "codes": codes,
         }
+        if chain.remembered is not None and {"seen", "kept"} & set(chain.remembered):
+            vector["remembered_version"] = 2
         found = run_chain_vector(
             vector, device.public_key.device_id.hex(), Reader([phone], [device.public_key])
         )
@@ -441,7 +584,8 @@ def run_chain_vector(vector: dict[str, Any], device_id: str, reader: Reader) -> 
             (folder / item["name"]).write_bytes(bytes.fromhex(item["object"]))
         remembered = {}
         if vector["remembered"] is not None:
-            seen = {"version": 1, "devices": {device_id: vector["remembered"]}}
+            version = vector.get("remembered_version", 1)
+            seen = {"version": version, "devices": {device_id: vector["remembered"]}}
             (Path(scratch) / "seen.json").write_text(json.dumps(seen))
             remembered = PhoneMemory(Path(scratch)).load()
         result = verify_source(DirectorySource(folder), reader, remembered)
