@@ -71,31 +71,21 @@ def test_the_head_is_recorded_before_commit_returns(state_dir: Path, enrol: Enro
     assert outbox.heads_at_commit == [ChainHead(o.seq, _hash(o)) for o in outbox.kept]
 
 
-def test_an_announcement_not_delivered_is_offered_again_first(
-    state_dir: Path, enrol: Enrol
+@pytest.mark.parametrize(
+    ("failing", "kept_before_retry"),
+    [(Kind.KEYRING, []), (Kind.EVENT, [(0, Kind.KEYRING)])],
+    ids=["announcement-fails-and-is-offered-again", "announcement-delivered-stays"],
+)
+def test_a_failure_in_the_middle_keeps_what_was_delivered_and_retries_the_rest(
+    state_dir: Path, enrol: Enrol, failing: Kind, kept_before_retry: list[tuple[int, Kind]]
 ) -> None:
     enrol("alice")
     outbox = Outbox(state_dir)
     with Sealer(state_dir) as sealer:
-        outbox.fail_kinds = {Kind.KEYRING}
+        outbox.fail_kinds = {failing}
         with pytest.raises(OSError):
             sealer.seal(Kind.EVENT, {}, b"ring", deliver=outbox)
-        assert outbox.kept == []
-        outbox.fail_kinds = set()
-        sealer.seal(Kind.EVENT, {}, b"ring", deliver=outbox)
-    assert [(o.seq, o.kind) for o in outbox.kept] == [(0, Kind.KEYRING), (1, Kind.EVENT)]
-
-
-def test_announcements_delivered_before_a_failure_stay_delivered(
-    state_dir: Path, enrol: Enrol
-) -> None:
-    enrol("alice")
-    outbox = Outbox(state_dir)
-    with Sealer(state_dir) as sealer:
-        outbox.fail_kinds = {Kind.EVENT}
-        with pytest.raises(OSError):
-            sealer.seal(Kind.EVENT, {}, b"ring", deliver=outbox)
-        assert [(o.seq, o.kind) for o in outbox.kept] == [(0, Kind.KEYRING)]
+        assert [(o.seq, o.kind) for o in outbox.kept] == kept_before_retry
         outbox.fail_kinds = set()
         sealer.seal(Kind.EVENT, {}, b"ring", deliver=outbox)
     assert [(o.seq, o.kind) for o in outbox.kept] == [(0, Kind.KEYRING), (1, Kind.EVENT)]
