@@ -1,8 +1,7 @@
-"""What this CPU offers the sealer: its model and its AES and SHA-2 instructions."""
+"""What this CPU offers the sealer: its model and its AES instructions."""
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 
@@ -30,10 +29,3 @@ def cpu_flags(info: dict[str, str] | None = None) -> set[str] | None:
 def has_aes(info: dict[str, str] | None = None) -> bool | None:
     flags = cpu_flags(info)
     return None if flags is None else "aes" in flags
-
-
-def has_sha2(info: dict[str, str] | None = None) -> bool | None:
-    flags = cpu_flags(info)
-    if flags is None:
-        return None
-    return ("sha2" if platform.machine().startswith(("arm", "aarch")) else "sha_ni") in flags

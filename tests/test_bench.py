@@ -1,4 +1,5 @@
-"""The benchmark runs end to end and reports well-formed, finite, positive figures.
+"""The benchmark (benchmarks/, run by scripts/bench) runs end to end and reports
+well-formed, finite, positive figures.
 
 It is a measurement, not a test: nothing here compares a figure with a target.
 """
@@ -24,7 +25,7 @@ RECIPIENTS = {1, 4, 16}
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "doorbell.bench", "--quick", "--json"],
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -79,8 +80,10 @@ def test_top_level_keys(report: dict[str, Any]) -> None:
         "primitives",
         "seal_overhead",
         "seal_vs_age_cpu",
+        "seal_vs_age_minisign_cpu",
         "ours_cpu_s",
         "age_cpu_s",
+        "minisign_cpu_s",
         "daemon_cpu_share",
         "daemon_rss_mb",
         "daemon",
@@ -89,6 +92,9 @@ def test_top_level_keys(report: dict[str, Any]) -> None:
         "ring_to_bucket_s",
         "drain_vs_raw_put",
         "delivery",
+        "phone_verify_rss_ratio",
+        "phone_verify_vs_open",
+        "phone",
         "targets",
         "meets_targets",
     }
@@ -147,11 +153,14 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
     assert report["targets"] == {
         "seal_overhead": 1.15,
         "seal_vs_age_cpu": 1.0,
+        "seal_vs_age_minisign_cpu": 1.0,
         "daemon_cpu_share": 0.02,
         "daemon_rss_mb": 120.0,
         "ring_to_phone_ms_p99": 150.0,
         "ring_to_bucket_s": 3.0,
         "drain_vs_raw_put": 0.9,
+        "phone_verify_rss_ratio": 1.2,
+        "phone_verify_vs_open": 0.8,
     }
     assert isinstance(report["meets_targets"]["seal_overhead"], bool)
     if shutil.which("age") and shutil.which("age-keygen"):
@@ -161,6 +170,21 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
     else:
         assert report["age_cpu_s"] is None and report["seal_vs_age_cpu"] is None
         assert report["meets_targets"]["seal_vs_age_cpu"] is None
+
+
+def test_age_and_minisign(report: dict[str, Any]) -> None:
+    """scripts/bench installs both tools; the pipeline's row needs them both."""
+    both = all(shutil.which(tool) for tool in ("age", "age-keygen", "minisign"))
+    if both:
+        assert positive(report["minisign_cpu_s"])
+        ratio = report["ours_cpu_s"] / (report["age_cpu_s"] + report["minisign_cpu_s"])
+        assert math.isclose(report["seal_vs_age_minisign_cpu"], ratio, rel_tol=2e-3)
+        assert report["seal_vs_age_minisign_cpu"] < report["seal_vs_age_cpu"]
+        assert isinstance(report["meets_targets"]["seal_vs_age_minisign_cpu"], bool)
+        assert report["machine"]["minisign"].startswith("minisign ")
+    else:
+        assert report["seal_vs_age_minisign_cpu"] is None
+        assert report["meets_targets"]["seal_vs_age_minisign_cpu"] is None
 
 
 def test_ring_to_phone(report: dict[str, Any]) -> None:
@@ -197,3 +221,23 @@ def test_drain_versus_raw_put(report: dict[str, Any]) -> None:
     assert math.isclose(report["drain_vs_raw_put"], ratio, rel_tol=2e-3)
     assert isinstance(report["meets_targets"]["drain_vs_raw_put"], bool)
     assert report["delivery"]["missing"] == []
+
+
+def test_phone(report: dict[str, Any]) -> None:
+    phone = report["phone"]
+    assert phone["objects"] == [20, 200]  # the quick plan
+    assert phone["segment_bytes"] == 256 * 1024
+    small_mib, large_mib = phone["mib"]
+    assert 4 < small_mib < large_mib < 50
+    verify = phone["verify"]
+    ratio = verify[1]["peak_rss_mb"] / verify[0]["peak_rss_mb"]
+    assert math.isclose(report["phone_verify_rss_ratio"], ratio, rel_tol=2e-3)
+    for name in ("verify", "export", "open_all"):
+        small, large = phone[name]
+        assert 10 < small["peak_rss_mb"] < 2000, name
+        assert 0 < small["cpu_s"] < large["cpu_s"], name
+    # Throughput between the folders: per-object CPU, start-up cancelled out.
+    ratio = phone["open_ms_per_object"] / phone["export_ms_per_object"]
+    assert math.isclose(report["phone_verify_vs_open"], ratio, rel_tol=2e-3)
+    for key in ("phone_verify_rss_ratio", "phone_verify_vs_open"):
+        assert isinstance(report["meets_targets"][key], bool), key

@@ -1,4 +1,4 @@
-"""Reading AES and SHA-2 support from /proc/cpuinfo, as a Pi 4, a Pi 5 and x86 write it."""
+"""Reading AES support from /proc/cpuinfo, as a Pi 4, a Pi 5 and x86 write it."""
 
 from __future__ import annotations
 

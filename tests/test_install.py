@@ -1,4 +1,5 @@
-"""Deploying on a Pi: scripts/install staged into a temporary root, and the wiring documents."""
+"""Deploying on a Pi: scripts/install staged into a temporary root, and the wiring documents;
+setting up a checkout: the .venv that scripts/demo, scripts/test and scripts/bench make."""
 
 from __future__ import annotations
 
@@ -138,29 +139,95 @@ def test_help() -> None:
     assert "--purge" in run.stdout
 
 
-def test_creates_a_venv_with_the_console_script(tmp_path: Path) -> None:
-    # The one test that really runs pip; with a warm pip cache it takes seconds.
-    # It installs from a frozen copy of the checkout, so edits made meanwhile do
-    # not count as an upgrade on the second run.
-    checkout = tmp_path / "checkout"
-    for part in ("scripts", "systemd", "config", "doorbell", "pyproject.toml", "README.md"):
+def copy_checkout(target: Path, *parts: str) -> Path:
+    """A frozen copy of these parts of the checkout: edits made meanwhile do not count."""
+    for part in parts:
         source = REPO / part
         if source.is_dir():
-            shutil.copytree(source, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(source, checkout / part)
+            shutil.copy2(source, target / part)
+    return target
+
+
+def test_creates_a_venv_with_the_console_script(tmp_path: Path) -> None:
+    # One of two tests that really run pip; with a warm pip cache it takes seconds.
+    # It installs from a frozen copy of the checkout, so edits made meanwhile do
+    # not count as an upgrade on the second run.
+    checkout = copy_checkout(
+        tmp_path / "checkout",
+        *("scripts", "systemd", "config", "doorbell", "benchmarks", "pyproject.toml", "README.md"),
+    )
     root = tmp_path / "root"
     script = checkout / "scripts/install"
     run = install("--root", str(root), script=script, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "eprecat" not in run.stdout + run.stderr  # setuptools' warnings are fixed, not hidden
     venv = root / VENV
     assert os.access(venv / "bin/doorbell", os.X_OK)
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    # What the Pi receives: the firmware, and no benchmark (they live in benchmarks/).
+    show = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "show", "--files", "doorbell"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    files = [line.strip() for line in show.stdout.split("Files:", 1)[1].splitlines()]
+    assert "doorbell/sealing/sealer.py" in files
+    assert [f for f in files if "bench" in f] == []
     before = tree(root)
     again = install("--root", str(root), script=script)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"Doorbell in {venv} is up to date" in again.stdout
     assert tree(root) == before
+
+
+def ensure_venv(checkout: Path) -> subprocess.CompletedProcess[str]:
+    """What scripts/demo runs first in a checkout: make .venv, install Doorbell into it."""
+    return subprocess.run(
+        ["bash", "-c", "source scripts/lib/venv.sh && ensure_venv"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def dev_checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh copy of the checkout set up as scripts/demo does it (``ensure_venv``), and
+    everything that set-up printed."""
+    checkout = copy_checkout(
+        tmp_path_factory.mktemp("clone"), "scripts", "doorbell", "pyproject.toml", "README.md"
+    )
+    setup = ensure_venv(checkout)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    return checkout, setup.stdout + setup.stderr
+
+
+def test_setting_up_a_checkout_prints_nothing_when_it_works(dev_checkout: tuple[Path, str]) -> None:
+    checkout, printed = dev_checkout
+    assert printed == ""
+    doorbell = subprocess.run(
+        [str(checkout / ".venv/bin/doorbell"), "--help"], capture_output=True, text=True
+    )
+    assert doorbell.returncode == 0, doorbell.stderr
+
+
+def test_setting_up_a_checkout_shows_what_pip_said_when_it_fails(
+    dev_checkout: tuple[Path, str], tmp_path: Path
+) -> None:
+    checkout = copy_checkout(tmp_path / "broken", "scripts", "doorbell", "README.md")
+    (checkout / ".venv").symlink_to(dev_checkout[0] / ".venv")  # made, with pip in it
+    text = (REPO / "pyproject.toml").read_text()
+    (checkout / "pyproject.toml").write_text(text.replace("[project]", "[project", 1))
+    setup = ensure_venv(checkout)
+    assert setup.returncode == 2
+    assert setup.stdout == ""
+    assert "Expected ']'" in setup.stderr  # pip's own report of the broken file
+    assert setup.stderr.rstrip().endswith("failed (pip's output is above)")
 
 
 # The 40-pin header: BCM number -> physical pin, for the pins the defaults use.

@@ -32,6 +32,18 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+quietly() {
+  # Runs a command with its output kept in a temporary log, shown only if it fails.
+  local log status=0
+  log=$(mktemp "${TMPDIR:-/tmp}/doorbell-setup.XXXXXX")
+  "$@" >"$log" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    cat "$log" >&2
+  fi
+  rm -f "$log"
+  return "$status"
+}
+
 ensure_venv() {
   local extras="${1:-}"
   ensure_python
@@ -44,12 +56,15 @@ ensure_venv() {
       apt_install "python${version}-venv" || exit 2
       "$PYTHON" -m venv .venv
     fi
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    quietly .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip ||
+      echo "could not upgrade pip in .venv; going on with the one it has" >&2
   fi
   local target="."
   [ -n "$extras" ] && target=".[${extras}]"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target" 2>&1 |
-    grep -v "^WARNING: Location" >&2 || true
+  if ! quietly .venv/bin/python -m pip install --disable-pip-version-check -e "$target"; then
+    echo "installing Doorbell into .venv failed (pip's output is above)" >&2
+    exit 2
+  fi
   if ! .venv/bin/python -c 'import doorbell' 2>/dev/null; then
     echo "installing Doorbell into .venv failed" >&2
     exit 2

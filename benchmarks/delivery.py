@@ -1,8 +1,9 @@
 """Measure how soon sealed objects reach the phone and the bucket (part of scripts/bench).
 
-Everything runs on loopback in the same run: a Mosquitto broker, moto's S3 server in
-a child process, the real daemon (``python -m doorbell run``) on 720p30 synthetic
-video with one enrolled mlkem768-x25519 phone, and the phone itself in this process.
+Everything runs on loopback in the same run: a Mosquitto broker (the tests' own,
+tests/mqtt_fixture.py), moto's S3 server in a child process, the real daemon
+(``python -m doorbell run``) on 720p30 synthetic video with one enrolled
+mlkem768-x25519 phone, and the phone itself in this process.
 
 - ``ring_to_phone_ms``: from just before ``ring`` is sent on the daemon's control
   socket to the moment the phone's ``Watcher`` has verified, decrypted and printed
@@ -23,6 +24,7 @@ video with one enrolled mlkem768-x25519 phone, and the phone itself in this proc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import io
@@ -31,13 +33,12 @@ import math
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,11 +47,13 @@ from typing import Any, Self
 import paho.mqtt.client as paho
 from minio import Minio
 from minio.deleteobjects import DeleteObject
+from mqtt_fixture import MOSQUITTO, Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.daemon import FPS, HEIGHT, WIDTH
+from doorbell.common.topics import EVENT_LEAF, KEYRING_LEAF, all_devices
 from doorbell.config.settings import RecordingSettings, S3SinkSettings
 from doorbell.daemon.control import SOCKET_NAME, ControlError, send_command
-from doorbell.daemon_bench import FPS, HEIGHT, WIDTH
 from doorbell.phone.watch import Watcher
 from doorbell.sealing import (
     DevicePublicKey,
@@ -63,7 +66,6 @@ from doorbell.sealing import (
     load_device_key,
     prepare_state_dir,
 )
-from doorbell.transport.mqtt import EVENT_LEAF, KEYRING_LEAF, all_devices
 from doorbell.transport.s3 import ACCESS_KEY_ENV, SECRET_KEY_ENV, S3Sink
 from doorbell.transport.spool import ObjectClass, Spool, SpooledObject
 from doorbell.transport.uploader import Uploader
@@ -85,7 +87,6 @@ BUCKET_POLL_S = 0.02
 # Only so each bucket ring opens a clip of its own sooner: the post-roll does not
 # change how soon the start of a clip is delivered.
 BUCKET_POST_ROLL_S = 2.0
-MOSQUITTO = Path("/usr/sbin/mosquitto")
 TOPIC_PREFIX = "doorbell"
 REGION = "us-east-1"
 # moto takes any credentials; the daemon reads them from its environment.
@@ -250,12 +251,6 @@ class Delivery:
 # --- the servers and the daemon, each a child process -------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """Ask a child to end, and make sure it did."""
     if process.poll() is None:
@@ -265,48 +260,6 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-class Mosquitto:
-    """A broker for anonymous clients on a free loopback port."""
-
-    host = "127.0.0.1"
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True)
-        self.port = free_port()
-        self.config = directory / "mosquitto.conf"
-        lines = [f"listener {self.port} {self.host}", "allow_anonymous true", "persistence false"]
-        if os.geteuid() == 0:
-            # Started as root, mosquitto would become the user "mosquitto".
-            lines.append("user root")
-        self.config.write_text("\n".join(lines) + "\n")
-        self.log = directory / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen(
-                [str(MOSQUITTO), "-c", str(self.config)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 10
-        while not self._accepts():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                stop_process(self._process)
-                raise RuntimeError(f"mosquitto did not start:\n{self.log.read_text()}")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-
-    def _accepts(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
 
 
 class MotoServer:
@@ -544,9 +497,21 @@ class Phone:
         self._client.loop_stop()
 
 
+@contextlib.contextmanager
+def running_broker(directory: Path) -> Iterator[Mosquitto]:
+    """The tests' Mosquitto broker, for anonymous clients on a free loopback port."""
+    directory.mkdir(parents=True)
+    broker = Mosquitto(directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 def ring_to_phone(presses: int, workdir: Path, rng: random.Random) -> PhoneLatency:
     """``presses`` rings, each timed until the phone has opened its event."""
-    with Mosquitto(workdir / "mosquitto") as broker:
+    with running_broker(workdir / "mosquitto") as broker:
         daemon = BenchDaemon(
             workdir / "mqtt-daemon",
             sinks={"local": {"directory": str(workdir / "mqtt-daemon" / "bucket")}},

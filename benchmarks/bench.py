@@ -1,8 +1,9 @@
-"""Measure what sealing and opening cost on this machine, against its own primitives and age.
+"""Measure Doorbell on this machine: sealing, the daemon, delivery and the phone.
 
 Run it as ``scripts/bench`` (``--json`` for one JSON object on stdout, ``--quick``
-for a smoke run). Everything is measured in one run, and the headline figures are
-ratios against references measured in that same run, never absolute times:
+for a smoke run), which installs what it measures with first. Everything is measured
+in one run, and the headline figures are ratios against references measured in that
+same run, never absolute times:
 
 - ``seal_overhead``: CPU to seal one 2 MiB segment for one x25519 phone, divided by
   the CPU of the primitives sealing cannot avoid (AES-256-GCM of the body, SHA-256
@@ -11,13 +12,21 @@ ratios against references measured in that same run, never absolute times:
   segments and writing each object to a file, as the daemon does, divided by the
   CPU of ``age -r`` encrypting the same file. The child's start-up is included
   (a real process pays it too) and reported separately.
+- ``seal_vs_age_minisign_cpu``: the same CPU divided by what a user would script for
+  encrypted and signed footage: ``age -r`` encrypting the file, then ``minisign -S``
+  signing what age wrote (a throwaway key without a password; minisign 0.11 signs a
+  BLAKE2b prehash of the file). ``age`` alone signs nothing; every sealed object
+  carries a signature over all its bytes.
 - ``daemon_cpu_share`` and ``daemon_rss_mb``: the running daemon on 720p30 synthetic
-  video, less the synthetic source measured alone (doorbell/daemon_bench.py).
+  video, less the synthetic source measured alone (benchmarks/daemon.py).
 - ``ring_to_phone_ms_p50``/``_p99``, ``ring_to_bucket_s`` and ``drain_vs_raw_put``: the
   daemon's delivery on loopback, to a Mosquitto broker and a moto S3 server: a ring
   until the phone has decrypted its event, a ring until the clip's start is in the
   bucket, and the spool's drain of a backlog against plain puts of the same objects
-  (doorbell/delivery_bench.py). These are times, not ratios: the loopback is the floor.
+  (benchmarks/delivery.py). These are times, not ratios: the loopback is the floor.
+- ``phone_verify_rss_ratio`` and ``phone_verify_vs_open``: ``doorbell-phone`` on folders
+  of 256 KiB segments, its peak memory on ten times the footage, and its speed against
+  the bare reader (benchmarks/phone.py).
 
 Per-object figures are the best (lowest) of several runs of many objects each.
 Temporary files go to ``$TMPDIR``.
@@ -50,12 +59,15 @@ from cryptography.hazmat.backends.openssl.backend import backend as openssl_back
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from doorbell import daemon_bench
-from doorbell.cpu import cpuinfo, has_aes, has_sha2
-from doorbell.daemon_bench import TARGETS as DAEMON_TARGETS
-from doorbell.daemon_bench import measure_daemon
-from doorbell.delivery_bench import FLOORS, DeliveryPlan, measure_delivery
-from doorbell.delivery_bench import TARGETS as DELIVERY_TARGETS
+from benchmarks.daemon import FPS, HEIGHT, WIDTH, measure_daemon
+from benchmarks.daemon import TARGETS as DAEMON_TARGETS
+from benchmarks.delivery import FLOORS as DELIVERY_FLOORS
+from benchmarks.delivery import TARGETS as DELIVERY_TARGETS
+from benchmarks.delivery import DeliveryPlan, measure_delivery
+from benchmarks.phone import FLOORS as PHONE_FLOORS
+from benchmarks.phone import TARGETS as PHONE_TARGETS
+from benchmarks.phone import PhonePlan, measure_phone
+from doorbell.cpu import cpu_flags, cpuinfo, has_aes
 from doorbell.sealing import (
     KeyringStore,
     Kind,
@@ -68,7 +80,15 @@ from doorbell.sealing import (
 MIB = 1024 * 1024
 OBJECT_SIZE = 2 * MIB
 RECIPIENT_COUNTS = (1, 4, 16)
-TARGETS = {"seal_overhead": 1.15, "seal_vs_age_cpu": 1.0, **DAEMON_TARGETS, **DELIVERY_TARGETS}
+TARGETS = {
+    "seal_overhead": 1.15,
+    "seal_vs_age_cpu": 1.0,
+    "seal_vs_age_minisign_cpu": 1.0,
+    **DAEMON_TARGETS,
+    **DELIVERY_TARGETS,
+    **PHONE_TARGETS,
+}
+FLOORS = DELIVERY_FLOORS | PHONE_FLOORS  # targets to reach; the others not to exceed
 # What the sealer feeds the primitives (docs/FORMAT.md): AES-GCM's associated data is
 # the cleartext header (200 bytes with one x25519 stanza; 50 bytes either way are
 # noise next to 2 MiB), Ed25519 signs a 29-byte context and a SHA-256 digest, and
@@ -89,6 +109,7 @@ class Plan:
     file_runs: int  # child runs of each tool, alternating; the minimum counts
     daemon_seconds: float  # how long the daemon runs on 720p30 video
     delivery: DeliveryPlan  # presses, rings and the backlog of the delivery figures
+    phone: PhonePlan  # the objects in the phone's small and large folder
 
 
 FULL = Plan(
@@ -99,6 +120,7 @@ FULL = Plan(
     file_runs=3,
     daemon_seconds=60,
     delivery=DeliveryPlan(presses=50, bucket_rings=3, backlog_bytes=512 * MIB),
+    phone=PhonePlan(small=200, large=2000),
 )
 QUICK = Plan(
     runs=2,
@@ -108,6 +130,7 @@ QUICK = Plan(
     file_runs=1,
     daemon_seconds=4,
     delivery=DeliveryPlan(presses=5, bucket_rings=1, backlog_bytes=16 * MIB),
+    phone=PhonePlan(small=20, large=200),
 )
 
 
@@ -188,7 +211,16 @@ def machine_facts() -> dict[str, Any]:
         "openssl_hashlib": ssl.OPENSSL_VERSION,
         "openssl_cli": _tool_version(["openssl", "version"]),
         "age": _tool_version(["age", "--version"]),
+        "minisign": _tool_version(["minisign", "-v"]),
     }
+
+
+def has_sha2(info: dict[str, str]) -> bool | None:
+    """SHA-256 instructions: ``sha2`` on Arm, ``sha_ni`` on x86."""
+    flags = cpu_flags(info)
+    if flags is None:
+        return None
+    return ("sha2" if platform.machine().startswith(("arm", "aarch")) else "sha_ni") in flags
 
 
 def _tool_version(argv: list[str]) -> str | None:
@@ -357,7 +389,7 @@ class ChildCpu:
 def child_cpu(argv: list[str]) -> ChildCpu:
     """Run one child process to completion; its CPU, from the rusage of waited children."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ChildCpu(after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
 
@@ -368,15 +400,17 @@ def least(runs: list[ChildCpu]) -> ChildCpu:
 
 @dataclass(frozen=True)
 class FileRuns:
-    """The least CPU of each child over its runs; ``age`` is None without the tool."""
+    """The least CPU of each child over its runs; a tool's is None when it is absent."""
 
     ours: ChildCpu
     startup: ChildCpu
     age: ChildCpu | None
+    minisign: ChildCpu | None  # signing what age wrote
 
 
 def versus_age(plan: Plan, workdir: Path) -> FileRuns:
-    """CPU of sealing a file (child start-up included) and of ``age -r`` on the same file."""
+    """CPU of sealing a file (child start-up included), of ``age -r`` on the same file,
+    and of ``minisign -S`` on what age wrote."""
     source = workdir / "footage.bin"
     with source.open("wb") as stream:
         for offset in range(0, plan.file_size, 8 * MIB):
@@ -394,24 +428,43 @@ def versus_age(plan: Plan, workdir: Path) -> FileRuns:
         argv = [sys.executable, "-c", SEAL_FILE_CHILD, str(state), str(path), str(sealed_dir), meta]
         return child_cpu(argv)
 
-    age_argv = None
+    encrypted = workdir / "out.age"
+    age_argv = minisign_argv = None
     if shutil.which("age") and shutil.which("age-keygen"):
         identity = workdir / "age-identity.txt"
         subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
         recipient = subprocess.run(
             ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
         ).stdout.strip()
-        age_argv = ["age", "-r", recipient, "-o", str(workdir / "out.age"), str(source)]
+        age_argv = ["age", "-r", recipient, "-o", str(encrypted), str(source)]
+        if shutil.which("minisign"):
+            public, secret = workdir / "minisign.pub", workdir / "minisign.key"
+            subprocess.run(
+                ["minisign", "-G", "-W", "-p", str(public), "-s", str(secret)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+            )
+            signature = workdir / "out.age.minisig"
+            minisign_argv = ["minisign", "-S", "-s", str(secret), "-m", str(encrypted)]
+            minisign_argv += ["-x", str(signature)]
 
-    ours_runs, age_runs, startup_runs = [], [], []
+    ours_runs, age_runs, minisign_runs, startup_runs = [], [], [], []
     for _ in range(plan.file_runs):
         ours_runs.append(ours(source))
         if age_argv is not None:
-            (workdir / "out.age").unlink(missing_ok=True)
+            encrypted.unlink(missing_ok=True)
             age_runs.append(child_cpu(age_argv))
+            if minisign_argv is not None:
+                minisign_runs.append(child_cpu(minisign_argv))
     for _ in range(plan.file_runs):
         startup_runs.append(ours(empty))
-    return FileRuns(least(ours_runs), least(startup_runs), least(age_runs) if age_runs else None)
+    return FileRuns(
+        least(ours_runs),
+        least(startup_runs),
+        least(age_runs) if age_runs else None,
+        least(minisign_runs) if minisign_runs else None,
+    )
 
 
 # --- the run and its report ------------------------------------------------------
@@ -454,6 +507,7 @@ def run(plan: Plan) -> dict[str, Any]:
         whole_file = versus_age(plan, workdir)
         daemon = measure_daemon(plan.daemon_seconds, workdir)
         delivery = measure_delivery(plan.delivery, workdir)
+        phone = measure_phone(plan.phone, workdir)
     floor_ms = (
         prims["aes_gcm_ms"]
         + prims["sha256_ms"]
@@ -467,8 +521,11 @@ def run(plan: Plan) -> dict[str, Any]:
         if busy_before is None or busy_after is None
         else max(0.0, busy_after - busy_before - (own_cpu_s() - own_before))
     )
-    ours, age = whole_file.ours.total_s, whole_file.age.total_s if whole_file.age else None
+    ours = whole_file.ours.total_s
+    age = whole_file.age.total_s if whole_file.age else None
+    minisign = whole_file.minisign.total_s if whole_file.minisign else None
     versus = ours / age if age else None
+    versus_pipeline = ours / (age + minisign) if age and minisign else None
     return {
         "machine": machine_facts(),
         "method": {
@@ -486,8 +543,10 @@ def run(plan: Plan) -> dict[str, Any]:
         "primitives": {**prims, "seal_floor_ms": floor_ms},
         "seal_overhead": overhead,
         "seal_vs_age_cpu": versus,
+        "seal_vs_age_minisign_cpu": versus_pipeline,
         "ours_cpu_s": ours,
         "age_cpu_s": age,
+        "minisign_cpu_s": minisign,
         "startup_cpu_s": whole_file.startup.total_s,
         "child_cpu": {
             name: None if cpu is None else {"user_s": cpu.user_s, "sys_s": cpu.sys_s}
@@ -495,6 +554,7 @@ def run(plan: Plan) -> dict[str, Any]:
                 ("ours", whole_file.ours),
                 ("startup", whole_file.startup),
                 ("age", whole_file.age),
+                ("minisign", whole_file.minisign),
             )
         },
         "daemon_cpu_share": daemon.share,
@@ -507,13 +567,19 @@ def run(plan: Plan) -> dict[str, Any]:
         },
         **delivery.headline(),
         "delivery": delivery.details(),
+        **phone.headline(),
+        "phone": phone.details(),
         "targets": dict(TARGETS),
         "meets_targets": {
             "seal_overhead": overhead <= TARGETS["seal_overhead"],
             "seal_vs_age_cpu": None if versus is None else versus <= TARGETS["seal_vs_age_cpu"],
+            "seal_vs_age_minisign_cpu": None
+            if versus_pipeline is None
+            else versus_pipeline <= TARGETS["seal_vs_age_minisign_cpu"],
             "daemon_cpu_share": daemon.share <= TARGETS["daemon_cpu_share"],
             "daemon_rss_mb": daemon.rss_mb <= TARGETS["daemon_rss_mb"],
             **delivery.meets_targets(),
+            **phone.meets_targets(),
         },
     }
 
@@ -542,10 +608,10 @@ def render(report: dict[str, Any]) -> str:
         """``key  value  (target <= T: met)``: one headline figure against its target."""
         value = report[key]
         if value is None:
-            return f"{key:<22}not measured"
+            return f"{key:<26}not measured"
         met = report["meets_targets"][key]
         bound = f"{'>=' if key in FLOORS else '<='} {report['targets'][key]:g}"
-        return f"{key:<22}{value:.{digits}f}  (target {bound}: {'met' if met else 'MISSED'})"
+        return f"{key:<26}{value:.{digits}f}  (target {bound}: {'met' if met else 'MISSED'})"
 
     arm = machine["arch"].startswith(("arm", "aarch"))
     lines = [
@@ -558,6 +624,7 @@ def render(report: dict[str, Any]) -> str:
         f"  hashlib           {machine['openssl_hashlib']}",
         f"  openssl CLI       {machine['openssl_cli'] or 'absent'}",
         f"  age               {machine['age'] or 'absent'}",
+        f"  minisign          {machine['minisign'] or 'absent'}",
         f"  Python            {machine['python']}",
         f"  other work        {other_work(method, machine['cores'])}",
         "",
@@ -612,8 +679,9 @@ def render(report: dict[str, Any]) -> str:
         child("  of which start-up + imports (0 bytes)", report["child_cpu"]["startup"])
         + "  (not subtracted)",
         child("age -r: X25519, ChaCha20-Poly1305", report["child_cpu"]["age"]),
+        child("minisign -S of age's output, prehashed", report["child_cpu"]["minisign"]),
         "",
-        f"The daemon on {daemon_bench.WIDTH}x{daemon_bench.HEIGHT} {daemon_bench.FPS} fps "
+        f"The daemon on {WIDTH}x{HEIGHT} {FPS} fps "
         f"synthetic video for {report['daemon']['seconds']:.0f} s, one ring (CPU seconds);",
         "  the video was encoded before the run and is replayed from a file without re-encoding",
         "",
@@ -624,23 +692,56 @@ def render(report: dict[str, Any]) -> str:
         "",
         *delivery_lines(report["delivery"]),
         "",
+        *phone_lines(report["phone"]),
+        "",
         verdict("seal_overhead"),
         verdict("seal_vs_age_cpu"),
+        verdict("seal_vs_age_minisign_cpu"),
         verdict("daemon_cpu_share"),
         verdict("daemon_rss_mb", 1),
         verdict("ring_to_phone_ms_p99", 1),
         verdict("ring_to_bucket_s"),
         verdict("drain_vs_raw_put"),
+        verdict("phone_verify_rss_ratio"),
+        verdict("phone_verify_vs_open"),
     ]
     return "\n".join(lines)
+
+
+def phone_lines(phone: dict[str, Any]) -> list[str]:
+    """The phone's section of the table: each command on the small and the large folder."""
+    small, large = phone["objects"]
+    small_mib, large_mib = phone["mib"]
+    lines = [
+        f"The phone (doorbell-phone, one {phone['suite']} key) on {small} and {large} objects "
+        f"({small_mib:.0f} and {large_mib:.0f} MiB;",
+        f"  media segments of {phone['segment_bytes'] // 1024} KiB), each run a child process",
+        f"  {'':<42}{'CPU seconds':>18}  {'peak RSS, MB':>18}",
+        f"  {'objects':<42}{small:>8}  {large:>8}  {small:>8}  {large:>8}",
+    ]
+    for label, name in (
+        ("doorbell-phone verify", "verify"),
+        ("doorbell-phone export (+ decrypt, write)", "export"),
+        ("bare Reader.open of every object", "open_all"),
+    ):
+        runs = phone[name]
+        lines.append(
+            f"  {label:<42}{runs[0]['cpu_s']:8.2f}  {runs[1]['cpu_s']:8.2f}"
+            f"  {runs[0]['peak_rss_mb']:8.1f}  {runs[1]['peak_rss_mb']:8.1f}"
+        )
+    lines.append(
+        f"  CPU per object between the folders: export {phone['export_ms_per_object']:.2f} ms, "
+        f"bare open {phone['open_ms_per_object']:.2f} ms"
+    )
+    return lines
 
 
 def delivery_lines(delivery: dict[str, Any]) -> list[str]:
     """The delivery section of the table: where each measured time went."""
     phone, bucket, drain = delivery["phone"], delivery["bucket"], delivery["drain"]
     lines = [
-        f"Delivery on loopback, the daemon on {daemon_bench.WIDTH}x{daemon_bench.HEIGHT} "
-        f"{daemon_bench.FPS} fps synthetic video, one mlkem768-x25519 phone",
+        f"Delivery on loopback, the daemon on {WIDTH}x{HEIGHT} "
+        f"{FPS} fps synthetic video, one mlkem768-x25519 phone",
         "",
     ]
     if phone is not None:
