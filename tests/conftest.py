@@ -1,12 +1,13 @@
-"""Shared sealing fixtures: a device state directory and phones enrolled in it."""
+"""Shared fixtures: a device state directory, phones enrolled in it, and a daemon rig."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from daemon_harness import DaemonRig
 
 from doorbell.sealing import KeyringStore, RecipientPrivateKey, Suite
 
@@ -40,3 +41,11 @@ def enrol(state_dir: Path) -> Enrol:
 @pytest.fixture
 def fixed_clock() -> Callable[[], float]:
     return lambda: FIXED_TIME
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[DaemonRig]:
+    """A daemon on the synthetic camera in ``tmp_path``, killed after the test if still up."""
+    rig = DaemonRig(tmp_path)
+    yield rig
+    rig.kill()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SHIPPED = Path(__file__).parent.parent / "config" / "doorbell.yaml"
 
 
@@ -102,3 +104,60 @@ def test_a_directory_that_cannot_be_created_is_a_clear_start_error(tmp_path: Pat
     )
     assert run.returncode == 2, run.stderr
     assert "cannot start" in run.stderr and "Traceback" not in run.stderr
+
+
+def _nested_mapping(depth: int) -> str:
+    return "camera: " + "{a: " * depth + "1" + "}" * depth + "\n"
+
+
+def _nested_sequence(depth: int) -> str:
+    return "camera: " + "[" * depth + "]" * depth + "\n"
+
+
+def _nested_block(depth: int) -> str:
+    return "camera:\n" + "".join(" " * level + f"k{level}:\n" for level in range(1, depth)) + "\n"
+
+
+def _merge_chain(length: int) -> str:
+    # Each anchor merges the previous one: no deep nesting, a deep chain of merges.
+    lines = ["x0: &a0 {fps: 1}"]
+    lines += [f"x{i}: &a{i} {{<<: *a{i - 1}}}" for i in range(1, length)]
+    return "\n".join([*lines, f"camera:\n  <<: *a{length - 1}\n"])
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (_nested_mapping(5000), "nested deeper than 32 levels"),
+        (_nested_mapping(3000), "nested deeper than 32 levels"),
+        (_nested_sequence(5000), "nested deeper than 32 levels"),
+        (_nested_block(500), "nested deeper than 32 levels"),
+        (_merge_chain(3000), "merges nest too deeply"),
+    ],
+    ids=["mapping-5000", "mapping-3000", "sequence-5000", "block-500", "merge-chain-3000"],
+)
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_deep_nesting_is_a_clear_error(
+    tmp_path: Path, text: str, problem: str, command: str
+) -> None:
+    deep = tmp_path / "doorbell.yaml"
+    deep.write_text(text)
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell", command, "-c", str(deep)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
+    assert problem in run.stderr and str(deep) in run.stderr
+
+
+def test_a_retired_key_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    old = tmp_path / "doorbell.yaml"
+    old.write_text("gpio:\n  button:\n    pin: 17\n    hold_seconds: 1.0\n")
+    run = _check(old)
+    assert run.returncode == 0, run.stderr
+    assert f"{old}: ok" in run.stdout
+    assert f"{old}:4: gpio.button.hold_seconds: ignored" in run.stderr
+    assert "can be removed" in run.stderr and "Traceback" not in run.stderr

@@ -173,6 +173,37 @@ def test_merge_keys_may_override_without_a_duplicate_complaint(tmp_path: Path) -
     assert "unknown key 'pull_up'" in issues[0].message
 
 
+def test_event_lines_in_the_log_are_opt_in(tmp_path: Path) -> None:
+    assert defaults().logging.events is False
+    assert load_settings(write(tmp_path, "logging:\n  events: true\n")).logging.events is True
+
+
+def test_a_retired_key_is_accepted_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, "gpio:\n  button:\n    hold_seconds: 2.5\n")
+    assert check_config(path) == []
+    assert load_settings(path).gpio.button == defaults().gpio.button
+    warned = [r.getMessage() for r in caplog.records if "hold_seconds" in r.getMessage()]
+    assert warned and all("ignored" in line and "can be removed" in line for line in warned)
+    assert f"{path}:3: gpio.button.hold_seconds" in warned[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "camera: " + "{a: " * 40 + "1" + "}" * 40 + "\n",
+        "camera: " + "[" * 40 + "]" * 40 + "\n",
+        "camera:\n" + "".join(" " * (2 * level) + "  -\n" for level in range(40)),
+    ],
+    ids=["flow mapping", "flow sequence", "block sequence"],
+)
+def test_nesting_beyond_the_limit_is_one_issue(tmp_path: Path, text: str) -> None:
+    issues = check_config(write(tmp_path, text))
+    assert len(issues) == 1 and issues[0].path == "" and issues[0].line is not None, issues
+    assert "nested deeper than 32 levels" in issues[0].message
+
+
 def test_the_pin_factory_names_are_those_gpio_accepts() -> None:
     from doorbell.events.sensors import FACTORY_NAMES
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,13 +19,6 @@ from daemon_harness import FPS, POST_ROLL, PRE_ROLL, SEGMENT, DaemonRig, mp4_box
 from doorbell.daemon.control import SOCKET_NAME
 from doorbell.phone.home import PhoneHome
 from doorbell.sealing import KeyringStore, Kind, NotARecipient, Reader, Suite
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[DaemonRig]:
-    rig = DaemonRig(tmp_path)
-    yield rig
-    rig.kill()
 
 
 def _ring_and_wait_for_clip(rig: DaemonRig) -> None:
@@ -258,3 +252,43 @@ def test_a_broken_keyring_edit_while_running_does_not_stop_recording(rig: Daemon
     assert result.ok, [str(f) for f in result.problems]
     opened = [e for e in result.entries if e.contents and e.contents.kind is Kind.EVENT]
     assert len(opened) == 1  # sealed to the last good keyring: the phone still opens it
+
+
+def test_a_storm_of_signals_then_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    # Many frames a second keep the main loop inside its queue when the signals land.
+    rig = DaemonRig(tmp_path, extra={"camera": {"fps": 60}})
+    try:
+        rig.start()
+        rig.wait_ready()
+        assert rig.process is not None
+        for _ in range(150):
+            for _ in range(2000):
+                os.kill(rig.process.pid, signal.SIGHUP)
+            # Under queue.Queue the handler could deadlock the main loop inside get().
+            assert rig.status().get("ready") is True, "the daemon stopped answering"
+        assert rig.stop(timeout=30) == 0
+        assert "SIGTERM: finishing the open clip and stopping" in rig.log_text()
+    finally:
+        rig.kill()
+
+
+@pytest.mark.parametrize("events", [None, False, True], ids=["default", "off", "on"])
+def test_rings_reach_the_log_only_when_asked(tmp_path: Path, events: bool | None) -> None:
+    extra = {} if events is None else {"logging": {"events": events}}
+    rig = DaemonRig(tmp_path, extra=extra)
+    try:
+        rig.start()
+        rig.wait_ready()
+        rig.command("ring")
+        wait_for(lambda: rig.status().get("events") == 1, 30, "the ring")
+        assert rig.stop() == 0
+    finally:
+        rig.kill()
+    lines = rig.log_text().splitlines()
+    # Any line that says a ring happened, or names the clip it started.
+    mentions = [line for line in lines if re.search(r"\bring\b|\bclip [0-9a-f]{8}\b", line)]
+    if events:
+        assert any(line.endswith("ring (control socket)") for line in mentions), lines
+        assert any(re.search(r"clip [0-9a-f]{8} started by ring", line) for line in mentions)
+    else:
+        assert mentions == [], mentions

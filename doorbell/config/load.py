@@ -13,6 +13,9 @@ from doorbell.config.schema import Reading, read_tree
 from doorbell.config.settings import Settings, defaults
 
 DEFAULT_CONFIG_PATH = Path("/etc/doorbell/doorbell.yaml")
+# Far deeper than any setting sits (four levels), and shallow enough that composing
+# the node tree, which recurses, stays well inside Python's recursion limit.
+MAX_DEPTH = 32
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -45,6 +48,11 @@ def _load(path: Path) -> tuple[Settings, list[ConfigIssue]]:
         reading.add("", line, f"not UTF-8 text: byte {exc.object[exc.start]:#04x}")
         return defaults(), reading.issues
     try:
+        deep = _too_deep(text)
+        if deep is not None:
+            line, column = deep
+            reading.add("", line, f"nested deeper than {MAX_DEPTH} levels (column {column})")
+            return defaults(), reading.issues
         # compose, not load: the node tree keeps every key's line and every duplicate key.
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -69,3 +77,20 @@ def _load(path: Path) -> tuple[Settings, list[ConfigIssue]]:
     check_settings(settings, reading)
     issues = sorted(reading.issues, key=lambda issue: (issue.line is None, issue.line or 0))
     return settings, issues
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """The line and column where the document first nests deeper than `MAX_DEPTH`, or None.
+
+    The parser keeps its own stack and reads any depth; only the composer recurses.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            mark = event.start_mark
+            if depth > MAX_DEPTH and mark is not None:
+                return mark.line + 1, mark.column + 1
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+    return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import types
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from doorbell.config.errors import ConfigIssue
-from doorbell.config.settings import RULE, Rule
+from doorbell.config.settings import RETIRED, RULE, Rule
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+log = logging.getLogger(__name__)
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -43,6 +46,10 @@ class Reading:
 
     def add(self, path: str, line: int | None, message: str) -> None:
         self.issues.append(ConfigIssue(path, line, message, self.file))
+
+    def warn(self, path: str, line: int | None, message: str) -> None:
+        """Something harmless that nothing uses: logged (printed when nothing logs yet)."""
+        log.warning("warning: %s", ConfigIssue(path, line, message, self.file))
 
     def blame(self, *paths: str) -> str:
         """The first of `paths` the file sets (the one a fix belongs to), else the first."""
@@ -90,6 +97,13 @@ class _Reader:
         changes: dict[str, Any] = {}
         for key, key_node, value_node in self._pairs(node, path):
             key_path = f"{path}.{key}" if path else key
+            if key not in fields and key_path in RETIRED:
+                self._reading.warn(
+                    key_path,
+                    _line_of(key_node),
+                    f"ignored: {RETIRED[key_path]}; the key can be removed",
+                )
+                continue
             if key not in fields:
                 hint = _suggest(key, list(fields)) or f"; expected one of: {', '.join(fields)}"
                 self._reading.add(key_path, _line_of(key_node), f"unknown key {key!r}{hint}")
@@ -123,6 +137,10 @@ class _Reader:
             self._constructor.flatten_mapping(node)
         except yaml.MarkedYAMLError as exc:
             self._reading.add(path, _line_of(node), f"cannot merge: {exc.problem}")
+            return []
+        except RecursionError:
+            # Anchors merging anchors thousands deep: PyYAML follows them recursively.
+            self._reading.add(path, _line_of(node), "cannot merge: merges nest too deeply")
             return []
         first_line: dict[str, int] = {}
         entries: dict[str, tuple[str, Node, Node]] = {}

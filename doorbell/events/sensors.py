@@ -122,7 +122,6 @@ class DoorbellButton:
         *,
         pull_up: bool = True,
         bounce_time: float | None = 0.05,
-        hold_time: float = 1.0,
         pin_factory: Factory | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -135,7 +134,6 @@ class DoorbellButton:
             pin,
             pull_up=pull_up,
             bounce_time=bounce_time,
-            hold_time=hold_time,
             pin_factory=pin_factory,
         )
         self.device.when_pressed = self._pressed
@@ -250,7 +248,6 @@ class Sensors:
         on_motion: Callback,
         pull_up: bool = True,
         bounce_time: float | None = 0.05,
-        hold_time: float = 1.0,
         motion_pin: Pin | None = None,
         motion_queue_len: int = 1,
         motion_sample_rate: float = 10.0,
@@ -268,7 +265,6 @@ class Sensors:
                 on_ring,
                 pull_up=pull_up,
                 bounce_time=bounce_time,
-                hold_time=hold_time,
                 pin_factory=pin_factory,
             )
             stack.callback(self.button.close)
