@@ -1,5 +1,5 @@
-"""A real Mosquitto broker on a free loopback port, a plain client to watch it, and a
-doorbell that seals real events to feed it.
+"""A real Mosquitto broker on a free loopback port, a plain client to watch it, a
+doorbell that seals real events to feed it, and ``doorbell-phone watch`` to read them.
 
 Import the fixtures into a test module to use them. A missing broker is a failure,
 not a skip: scripts/test installs the Debian package ``mosquitto``.
@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -35,25 +36,33 @@ from doorbell.sealing import KeyringStore, Kind, SealedObject, Sealer, Suite, pr
 from doorbell.transport.mqtt import MqttLink
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
+PHONE = Path(sys.executable).parent / "doorbell-phone"
 MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
 START_TIMEOUT = 10.0
 USER, PASSWORD = "doorbell", "correct horse battery staple"
 
 
 class Mosquitto:
-    """One broker process at a time on a fixed port, so clients can find it again.
+    """One broker process at a time on a fixed port, so clients can find it again:
+    ``stop`` then ``start`` is a broker outage, and the same broker back on the same port.
 
     ``secure``: TLS with a CA made here (``ca_file``) and one user, ``USER`` with the
-    password in ``password_file``; anonymous clients are refused.
+    password in ``password_file``; anonymous clients are refused. ``persistent``: the
+    broker saves sessions, queued messages and retained messages when it stops and
+    loads them when it starts again, as Debian's default configuration does.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, directory: Path, *, secure: bool = False) -> None:
+    def __init__(self, directory: Path, *, secure: bool = False, persistent: bool = False) -> None:
         self.directory = directory
         self.port = _free_port()
         self.config = directory / "mosquitto.conf"
-        lines = [f"listener {self.port} {self.host}", "persistence false"]
+        lines = [f"listener {self.port} {self.host}"]
+        if persistent:
+            lines += ["persistence true", f"persistence_location {directory}/"]
+        else:
+            lines.append("persistence false")
         if os.geteuid() == 0:
             # Started as root, mosquitto becomes the user "mosquitto", who cannot read
             # the password file in this test's private temporary directory.
@@ -195,14 +204,14 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _running(directory: Path, *, secure: bool) -> Iterator[Mosquitto]:
+def _running(directory: Path, *, secure: bool, persistent: bool = False) -> Iterator[Mosquitto]:
     if not MOSQUITTO.exists():
         pytest.fail(
             f"{MOSQUITTO} is missing: the MQTT tests need a real broker. scripts/test "
             "installs it (Debian package 'mosquitto'), or run: apt-get install mosquitto"
         )
     directory.mkdir()
-    broker = Mosquitto(directory, secure=secure)
+    broker = Mosquitto(directory, secure=secure, persistent=persistent)
     broker.start()
     try:
         yield broker
@@ -214,6 +223,12 @@ def _running(directory: Path, *, secure: bool) -> Iterator[Mosquitto]:
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker for anonymous clients, without TLS."""
     yield from _running(tmp_path / "mosquitto", secure=False)
+
+
+@pytest.fixture
+def persistent_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker for anonymous clients that keeps sessions across a restart."""
+    yield from _running(tmp_path / "persistent-mosquitto", secure=False, persistent=True)
 
 
 @pytest.fixture
@@ -333,6 +348,77 @@ def link(mosquitto: Mosquitto) -> Iterator[Callable[..., MqttLink]]:
         made.close()
 
 
+class Watch:
+    """``doorbell-phone watch`` in a subprocess, started once it is subscribed.
+
+    Its output is read as it comes, each line with the time it arrived, so a test can
+    wait for a line and know when it came.
+    """
+
+    def __init__(self, home: PhoneHome, broker: Mosquitto, *options: str) -> None:
+        argv = [str(PHONE), "--home", str(home.directory), "watch"]
+        argv += ["--host", broker.host, "--port", str(broker.port), "--timeout", "30", *options]
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._lines: dict[str, list[tuple[float, str]]] = {"out": [], "err": []}
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, name), daemon=True)
+            for stream, name in ((self.process.stdout, "out"), (self.process.stderr, "err"))
+        ]
+        for reader in self._readers:
+            reader.start()
+        # The first line says it subscribed; --timeout bounds the wait if it never does.
+        [first] = self.wait_lines("err", 1, timeout=30)
+        assert first.startswith("doorbell-phone: watching doorbell/+/event on "), first
+
+    def _read(self, stream: Any, name: str) -> None:
+        for line in stream:
+            with self._changed:
+                self._lines[name].append((time.monotonic(), line.rstrip("\n")))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def timed_lines(self, name: str) -> list[tuple[float, str]]:
+        """``(time.monotonic() when it arrived, line)`` for stdout ("out") or stderr ("err")."""
+        with self._changed:
+            return list(self._lines[name])
+
+    def wait_lines(self, name: str, count: int, timeout: float) -> list[str]:
+        """The first ``count`` lines of stdout ("out") or stderr ("err"), once there."""
+
+        def there() -> bool:
+            return len(self._lines[name]) >= count or self.process.poll() is not None
+
+        with self._changed:
+            self._changed.wait_for(there, timeout)
+            lines = [line for _, line in self._lines[name]]
+        assert len(lines) >= count, f"{len(lines)} of {count} lines on std{name}: {lines}"
+        return lines[:count]
+
+    def finish(self) -> tuple[int, str, str]:
+        """Wait for the watch to end: its exit code, its stdout and its stderr after the
+        first line."""
+        code = self.process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(10)
+        out, err = ([line for _, line in self.timed_lines(n)] for n in ("out", "err"))
+        return code, "".join(f"{line}\n" for line in out), "".join(f"{e}\n" for e in err[1:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for reader in self._readers:
+            reader.join(10)
+
+
 def small_jpeg(width: int = 64, height: int = 48) -> bytes:
     """A real JPEG of a grey ramp, made the way the daemon makes snapshots."""
     luma = bytes((x * 4) % 256 for _ in range(height) for x in range(width))
@@ -375,7 +461,7 @@ def only(objects: list[SealedObject], kind: Kind) -> SealedObject:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[SealingDoorbell]:
+def bell(tmp_path: Path) -> Iterator[SealingDoorbell]:
     """A doorbell that seals real objects for a phone that trusts it."""
     made = SealingDoorbell(tmp_path / "doorbell")
     try:

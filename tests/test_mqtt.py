@@ -19,11 +19,12 @@ import pytest
 from daemon_harness import wait_for
 
 import doorbell as package
+from doorbell.common.topics import split_topic
 from doorbell.config.settings import MqttSettings
 from doorbell.sealing import Kind
 from doorbell.sealing.format import MAGIC
 from doorbell.transport import homeassistant as ha
-from doorbell.transport.mqtt import MqttLink, split_topic
+from doorbell.transport.mqtt import MAX_STATUS_PAYLOAD, MqttLink
 from doorbell.transport.sink import SinkUnavailable
 
 # These tests use mqtt_fixture as a plugin (pytest_plugins below); registered before
@@ -39,7 +40,7 @@ from mqtt_fixture import (  # noqa: E402
     small_jpeg,
 )
 
-pytest_plugins = ["mqtt_fixture"]  # mosquitto, secure_mosquitto, listen, link, rig
+pytest_plugins = ["mqtt_fixture"]  # mosquitto, secure_mosquitto, listen, link, bell
 
 DEVICE = "0123456789abcdef"
 Listen = Callable[..., Listener]
@@ -207,17 +208,17 @@ def test_start_never_blocks_and_the_problem_is_reported(tmp_path: Path) -> None:
 
 
 def test_tls_with_a_password(
-    secure_mosquitto: Mosquitto, rig: SealingDoorbell, tmp_path: Path
+    secure_mosquitto: Mosquitto, bell: SealingDoorbell, tmp_path: Path
 ) -> None:
     broker = secure_mosquitto
     settings = mqtt_settings(
         broker, tls=True, ca_file=broker.ca_file, username=USER, password_file=broker.password_file
     )
-    made = MqttLink(settings, rig.device_id, "Front door")
+    made = MqttLink(settings, bell.device_id, "Front door")
     try:
         made.start()
         wait_for(lambda: made.connected, 10, "the link to connect over TLS")
-        event = only(rig.event(), Kind.EVENT)
+        event = only(bell.event(), Kind.EVENT)
         made.deliver(event.name, event.data, Kind.EVENT)
     finally:
         made.close()
@@ -267,11 +268,11 @@ def test_wants_events_and_keyrings_only(link: MakeLink) -> None:
 
 
 def test_an_event_arrives_byte_identical_and_opaque(
-    link: MakeLink, listen: Listen, rig: SealingDoorbell
+    link: MakeLink, listen: Listen, bell: SealingDoorbell
 ) -> None:
-    made = link(device=rig.device_id)
+    made = link(device=bell.device_id)
     watcher = listen(made.topics.event)
-    event = only(rig.event("ring", small_jpeg()), Kind.EVENT)
+    event = only(bell.event("ring", small_jpeg()), Kind.EVENT)
     made.deliver(event.name, event.data, Kind.EVENT)
     [message] = watcher.wait_on(made.topics.event)
     assert message.payload == bytes(event.data)
@@ -285,30 +286,42 @@ def test_an_event_arrives_byte_identical_and_opaque(
     assert made.status()["delivered"] == 1
 
 
-def test_the_keyring_is_retained(link: MakeLink, listen: Listen, rig: SealingDoorbell) -> None:
-    made = link(device=rig.device_id)
-    keyring = only(rig.event(), Kind.KEYRING)
+def test_the_keyring_is_retained(link: MakeLink, listen: Listen, bell: SealingDoorbell) -> None:
+    made = link(device=bell.device_id)
+    keyring = only(bell.event(), Kind.KEYRING)
     made.deliver(keyring.name, keyring.data, Kind.KEYRING)
     [message] = listen(made.topics.keyring).wait_on(made.topics.keyring)
     assert (message.payload, message.retain, message.qos) == (bytes(keyring.data), True, 1)
 
 
 def test_outage_refuses_fast_then_reconnects_and_delivers_in_order(
-    mosquitto: Mosquitto, link: MakeLink, listen: Listen, rig: SealingDoorbell
+    mosquitto: Mosquitto,
+    link: MakeLink,
+    listen: Listen,
+    bell: SealingDoorbell,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    made = link(device=rig.device_id)
-    first, second, third = (only(rig.event(), Kind.EVENT) for _ in range(3))
+    caplog.set_level(logging.WARNING, logger="doorbell.transport.mqtt")
+    made = link(device=bell.device_id)
+    first, second, third = (only(bell.event(), Kind.EVENT) for _ in range(3))
     made.deliver(first.name, first.data, Kind.EVENT)
 
+    reconnected = threading.Event()
+    made.when_connected = reconnected.set
     mosquitto.stop()
     wait_for(lambda: not made.connected, 5, "the link to notice the outage")
     began = time.monotonic()
     with pytest.raises(SinkUnavailable, match="not connected to the MQTT broker"):
         made.deliver(second.name, second.data, Kind.EVENT)
     assert time.monotonic() - began < 0.5
+    lost = f"MQTT: lost the MQTT broker 127.0.0.1:{mosquitto.port} (connection lost); reconnecting"
+    assert lost in [r.getMessage() for r in caplog.records]
 
+    assert not reconnected.is_set()
     mosquitto.start()
     wait_for(lambda: made.connected, 15, "the link to reconnect by itself")
+    # Whoever waits to deliver hears of it: the uploader tries again at once.
+    assert reconnected.wait(5)
     watcher = listen(made.topics.event, made.topics.availability)
     # The spool retries the refused object first, then goes on in sequence order.
     for sealed in (second, third):
@@ -420,22 +433,22 @@ def test_discovery_is_published_and_resent_when_home_assistant_starts(
 
 
 def test_disabled_discovery_removes_earlier_entities_and_sends_no_state(
-    link: MakeLink, listen: Listen, rig: SealingDoorbell
+    link: MakeLink, listen: Listen, bell: SealingDoorbell
 ) -> None:
-    discovery = discovery_for(rig.device_id)
-    earlier = link(discovery=True, device=rig.device_id)
+    discovery = discovery_for(bell.device_id)
+    earlier = link(discovery=True, device=bell.device_id)
     earlier.motion(True)
     earlier.close()
-    watcher = listen("homeassistant/#", f"doorbell/{rig.device_id}/#")
+    watcher = listen("homeassistant/#", f"doorbell/{bell.device_id}/#")
     # The earlier run's retained configs and state reach the new subscriber first.
     watcher.wait_on(discovery.motion_topic)
 
-    made = link(device=rig.device_id)
+    made = link(device=bell.device_id)
     for topic in (discovery.event_config_topic, discovery.motion_config_topic):
         assert watcher.wait_on(topic, 2)[-1].payload == b""
     made.ring()
     made.motion(True)
-    event = only(rig.event(), Kind.EVENT)
+    event = only(bell.event(), Kind.EVENT)
     made.deliver(event.name, event.data, Kind.EVENT)
     watcher.wait_on(made.topics.event)
     # Ordered per publisher: had ring() or motion() sent anything, it would be here.
@@ -461,7 +474,12 @@ def test_hostile_status_messages_do_not_harm_the_link(
     watcher = listen(discovery.event_config_topic)
     watcher.wait_on(discovery.event_config_topic)
     attacker = listen()
-    for payload in (b"\xff\xfe\x00garbage", b"online" + b"x" * 1_000_000, b"reboot", b""):
+    # The 1,000,006-byte message exceeds the Maximum Packet Size the link sent in
+    # CONNECT: the broker drops it for the link. The 1,006-byte one fits in a packet
+    # (room is left for long topics) and meets the link's own limit.
+    oversized = b"online" + b"x" * 1_000_000
+    long = b"online" + b"x" * 1_000
+    for payload in (b"\xff\xfe\x00garbage", oversized, long, b"reboot", b""):
         attacker.publish("homeassistant/status", payload)
     attacker.publish("homeassistant/status", "online")
     # Messages from one publisher on one topic are handled in order: once the
@@ -473,7 +491,11 @@ def test_hostile_status_messages_do_not_harm_the_link(
     made.deliver("probe.sealed", b"still working", Kind.EVENT)
     logged = [r.getMessage() for r in caplog.records if r.name == "doorbell.transport.mqtt"]
     assert "MQTT: ignored a message on homeassistant/status that is not UTF-8" in logged
-    assert any("1000006-byte message" in m for m in logged)
+    assert any(
+        f"1006-byte message on homeassistant/status, limit {MAX_STATUS_PAYLOAD}" in m
+        for m in logged
+    )
+    assert not any("1000006" in m for m in logged)
     assert any("unexpected status 'reboot'" in m for m in logged)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     # One warning a minute: the rest went to debug.

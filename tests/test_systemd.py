@@ -134,3 +134,8 @@ def test_proc_keeps_what_gpiozero_reads() -> None:
 
 def test_plaintext_in_ram_is_never_swapped_to_the_sd_card() -> None:
     assert setting("MemorySwapMax") == "0"
+
+
+def test_memory_is_capped_for_a_512_mb_pi_and_never_dumped() -> None:
+    assert setting("MemoryMax") == "256M"
+    assert setting("LimitCORE") == "0"

@@ -7,8 +7,6 @@ import dataclasses
 import io
 import json
 import stat
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,7 @@ from daemon_harness import wait_for
 
 from doorbell.phone.cli import main
 from doorbell.phone.home import PhoneHome
-from doorbell.phone.watch import MAX_MESSAGE, Watcher
+from doorbell.phone.watch import MAX_MESSAGE, SHOWN_PER_REASON, Watcher
 from doorbell.sealing import (
     DeviceSigningKey,
     Keyring,
@@ -41,50 +39,26 @@ from mqtt_fixture import (  # noqa: E402
     Listener,
     Mosquitto,
     SealingDoorbell,
+    Watch,
     mqtt_settings,
     only,
     small_jpeg,
 )
 
-pytest_plugins = ["mqtt_fixture"]  # mosquitto, secure_mosquitto, listen, link, rig
+pytest_plugins = ["mqtt_fixture"]  # mosquitto, secure_mosquitto, listen, link, bell
 
 MakeLink = Callable[..., MqttLink]
 Listen = Callable[..., Listener]
-PHONE = Path(sys.executable).parent / "doorbell-phone"
 # 2025-11-29 21:00:00 UTC
 WHEN_US = 1_764_450_000_250_000
 
 
-class Watch:
-    """``doorbell-phone watch`` in a subprocess, started once it is subscribed."""
-
-    def __init__(self, rig: SealingDoorbell, broker: Mosquitto, *options: str) -> None:
-        argv = [str(PHONE), "--home", str(rig.home.directory), "watch"]
-        argv += ["--host", broker.host, "--port", str(broker.port), "--timeout", "30", *options]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.process.stderr is not None
-        # The first line says it subscribed; --timeout bounds the wait if it never does.
-        first = self.process.stderr.readline()
-        assert first.startswith("doorbell-phone: watching doorbell/+/event on "), first
-
-    def finish(self) -> tuple[int, str, str]:
-        out, err = self.process.communicate(timeout=30)
-        return self.process.returncode, out, err
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
-
-
 @pytest.fixture
-def watching(rig: SealingDoorbell, mosquitto: Mosquitto) -> Iterator[Callable[..., Watch]]:
+def watching(bell: SealingDoorbell, mosquitto: Mosquitto) -> Iterator[Callable[..., Watch]]:
     started: list[Watch] = []
 
     def start(*options: str) -> Watch:
-        watch = Watch(rig, mosquitto, *options)
+        watch = Watch(bell.home, mosquitto, *options)
         started.append(watch)
         return watch
 
@@ -94,12 +68,12 @@ def watching(rig: SealingDoorbell, mosquitto: Mosquitto) -> Iterator[Callable[..
 
 
 def test_an_event_is_verified_decrypted_printed_and_its_snapshot_saved(
-    rig: SealingDoorbell, link: MakeLink, watching: Callable[..., Watch], tmp_path: Path
+    bell: SealingDoorbell, link: MakeLink, watching: Callable[..., Watch], tmp_path: Path
 ) -> None:
     out = tmp_path / "snapshots"
     watch = watching("--count", "1", "--json", "--out", str(out))
-    made = link(device=rig.device_id)
-    sealed = rig.event("ring", small_jpeg(), time_us=WHEN_US)
+    made = link(device=bell.device_id)
+    sealed = bell.event("ring", small_jpeg(), time_us=WHEN_US)
     keyring, event = only(sealed, Kind.KEYRING), only(sealed, Kind.EVENT)
     made.deliver(keyring.name, keyring.data, Kind.KEYRING)
     made.deliver(event.name, event.data, Kind.EVENT)
@@ -111,20 +85,20 @@ def test_an_event_is_verified_decrypted_printed_and_its_snapshot_saved(
     assert first == {
         "time": "2025-11-29T21:00:00Z",
         "type": "keyring",
-        "device": rig.device_id,
+        "device": bell.device_id,
         "name": "front door",
         "seq": keyring.seq,
         "epoch": 1,
         "phones": ["test-phone"],
         "this_phone": "test-phone",
     }
-    meta = rig.home.reader().open(event.data).meta
+    meta = bell.home.reader().open(event.data).meta
     snapshot = out / f"20251129T210000Z-ring-{meta['clip'][:8]}.jpg"
     assert second == {
         "time": "2025-11-29T21:00:00Z",
         "type": "ring",
         "clip": meta["clip"],
-        "device": rig.device_id,
+        "device": bell.device_id,
         "name": "front door",
         "seq": event.seq,
         "snapshot": str(snapshot),
@@ -136,16 +110,16 @@ def test_an_event_is_verified_decrypted_printed_and_its_snapshot_saved(
 
 
 def test_forged_foreign_and_garbage_are_reported_and_duplicates_printed_once(
-    rig: SealingDoorbell,
+    bell: SealingDoorbell,
     link: MakeLink,
     listen: Listen,
     watching: Callable[..., Watch],
     tmp_path: Path,
 ) -> None:
     watch = watching("--count", "2")
-    made = link(device=rig.device_id)
-    first = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
-    second = only(rig.event("motion", time_us=WHEN_US + 5_000_000), Kind.EVENT)
+    made = link(device=bell.device_id)
+    first = only(bell.event("ring", time_us=WHEN_US), Kind.EVENT)
+    second = only(bell.event("motion", time_us=WHEN_US + 5_000_000), Kind.EVENT)
     stranger = SealingDoorbell(tmp_path / "stranger", trusted=False)
     try:
         foreign = only(stranger.event("ring"), Kind.EVENT)
@@ -165,7 +139,7 @@ def test_forged_foreign_and_garbage_are_reported_and_duplicates_printed_once(
 
     code, stdout, stderr = watch.finish()
     assert code == 0, stderr
-    clips = [rig.home.reader().open(s.data).meta["clip"][:8] for s in (first, second)]
+    clips = [bell.home.reader().open(s.data).meta["clip"][:8] for s in (first, second)]
     assert stdout.splitlines() == [
         f"2025-11-29 21:00:00 UTC  ring  clip {clips[0]}  (doorbell front door)",
         f"2025-11-29 21:00:05 UTC  motion  clip {clips[1]}  (doorbell front door)",
@@ -180,21 +154,21 @@ def test_forged_foreign_and_garbage_are_reported_and_duplicates_printed_once(
 
 
 def test_watch_over_tls_with_a_password(
-    rig: SealingDoorbell, secure_mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+    bell: SealingDoorbell, secure_mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
 ) -> None:
     broker = secure_mosquitto
     secrets = ["--ca-file", str(broker.ca_file), "--username", USER]
     watch = Watch(
-        rig, broker, *secrets, "--password-file", str(broker.password_file), "--count", "1"
+        bell.home, broker, *secrets, "--password-file", str(broker.password_file), "--count", "1"
     )
     settings = mqtt_settings(
         broker, tls=True, ca_file=broker.ca_file, username=USER, password_file=broker.password_file
     )
-    made = MqttLink(settings, rig.device_id, "Front door")
+    made = MqttLink(settings, bell.device_id, "Front door")
     try:
         made.start()
         wait_for(lambda: made.connected, 10, "the link to connect over TLS")
-        event = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
+        event = only(bell.event("ring", time_us=WHEN_US), Kind.EVENT)
         made.deliver(event.name, event.data, Kind.EVENT)
         code, stdout, stderr = watch.finish()
     finally:
@@ -203,9 +177,9 @@ def test_watch_over_tls_with_a_password(
     assert code == 0, stderr
     assert stdout.startswith("2025-11-29 21:00:00 UTC  ring  clip ")
 
-    wrong = rig.state.parent / "wrong-password"
+    wrong = bell.state.parent / "wrong-password"
     wrong.write_text("guess\n")
-    assert _watch(rig.home, broker, *secrets, "--password-file", str(wrong)) == 2
+    assert _watch(bell.home, broker, *secrets, "--password-file", str(wrong)) == 2
     err = capsys.readouterr().err
     assert err == (
         f"doorbell-phone: the MQTT broker at {broker.host}:{broker.port} refused us: "
@@ -214,9 +188,9 @@ def test_watch_over_tls_with_a_password(
 
 
 def test_fewer_events_than_asked_for_before_the_timeout_exits_1(
-    rig: SealingDoorbell, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+    bell: SealingDoorbell, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = _watch(rig.home, mosquitto, "--count", "1", "--timeout", "1")
+    code = _watch(bell.home, mosquitto, "--count", "1", "--timeout", "1")
     assert code == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -234,22 +208,22 @@ def test_fewer_events_than_asked_for_before_the_timeout_exits_1(
     ],
 )
 def test_usage_errors_exit_2(
-    rig: SealingDoorbell,
+    bell: SealingDoorbell,
     mosquitto: Mosquitto,
     capsys: pytest.CaptureFixture[str],
     options: list[str],
     message: str,
 ) -> None:
-    assert _watch(rig.home, mosquitto, *options) == 2
+    assert _watch(bell.home, mosquitto, *options) == 2
     err = capsys.readouterr().err
     assert err.startswith("doorbell-phone: ") and message in err, err
 
 
 def test_an_unreachable_broker_exits_2_without_a_traceback(
-    rig: SealingDoorbell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bell: SealingDoorbell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = Mosquitto(tmp_path)  # configured, never started
-    assert _watch(rig.home, dead, "--timeout", "0.5") == 2
+    assert _watch(bell.home, dead, "--timeout", "0.5") == 2
     err = capsys.readouterr().err
     assert err.startswith(
         f"doorbell-phone: cannot reach the MQTT broker at {dead.host}:{dead.port}"
@@ -279,10 +253,10 @@ def _watch(home: PhoneHome, broker: Mosquitto, *options: str) -> int:
 class Screen:
     """A watcher on text streams, fed by hand."""
 
-    def __init__(self, rig: SealingDoorbell, **options: object) -> None:
+    def __init__(self, bell: SealingDoorbell, **options: object) -> None:
         self.out, self.err = io.StringIO(), io.StringIO()
         self.watcher = Watcher.for_home(
-            rig.home, prefix="doorbell", stdout=self.out, stderr=self.err, **options
+            bell.home, prefix="doorbell", stdout=self.out, stderr=self.err, **options
         )
 
     def lines(self) -> tuple[list[str], list[str]]:
@@ -295,12 +269,12 @@ class Screen:
         return printed[0], printed[1]
 
 
-def test_a_forked_chain_is_reported(rig: SealingDoorbell) -> None:
-    screen = Screen(rig)
-    event = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
-    topic = f"doorbell/{rig.device_id}/event"
-    key, _ = load_device_key(rig.state)
-    keyring = KeyringStore(rig.state).load()
+def test_a_forked_chain_is_reported(bell: SealingDoorbell) -> None:
+    screen = Screen(bell)
+    event = only(bell.event("ring", time_us=WHEN_US), Kind.EVENT)
+    topic = f"doorbell/{bell.device_id}/event"
+    key, _ = load_device_key(bell.state)
+    keyring = KeyringStore(bell.state).load()
     meta = {"type": "ring", "clip": "0" * 32, "stream": "1" * 32, "first_index": 0}
     # Validly signed, same sequence number, other content: only a copied device can.
     fork = seal_bytes(key, keyring, event.seq, bytes(32), Kind.EVENT, meta, b"", WHEN_US)
@@ -317,11 +291,11 @@ def test_a_forked_chain_is_reported(rig: SealingDoorbell) -> None:
     assert screen.watcher.events == 1
 
 
-def test_misplaced_oversized_and_strange_messages_are_skipped(rig: SealingDoorbell) -> None:
-    screen = Screen(rig)
-    sealed = rig.event("ring", time_us=WHEN_US)
+def test_misplaced_oversized_and_strange_messages_are_skipped(bell: SealingDoorbell) -> None:
+    screen = Screen(bell)
+    sealed = bell.event("ring", time_us=WHEN_US)
     keyring, event = only(sealed, Kind.KEYRING), only(sealed, Kind.EVENT)
-    own = f"doorbell/{rig.device_id}"
+    own = f"doorbell/{bell.device_id}"
     other = "doorbell/00000000000000aa/event"
     screen.watcher.handle(f"{own}/event", keyring.data)
     screen.watcher.handle(f"{own}/keyring", event.data)
@@ -337,7 +311,7 @@ def test_misplaced_oversized_and_strange_messages_are_skipped(rig: SealingDoorbe
         "this topic carries event objects",
         f"{skipped} {own}/keyring: object {event.seq} is of kind EVENT; "
         "this topic carries keyring objects",
-        f"{skipped} {other}: object signed by device {rig.device_id}",
+        f"{skipped} {other}: object signed by device {bell.device_id}",
         f"{skipped} {own}/event: {MAX_MESSAGE + 1} bytes, more than the {MAX_MESSAGE} "
         "a doorbell sends",
         f"{skipped} {own}/snapshot: not a doorbell/<device>/event or /keyring topic",
@@ -346,16 +320,16 @@ def test_misplaced_oversized_and_strange_messages_are_skipped(rig: SealingDoorbe
     assert screen.watcher.events == 0
 
 
-def test_keyring_changes_are_shown_once_each(rig: SealingDoorbell) -> None:
-    screen = Screen(rig)
-    topic = f"doorbell/{rig.device_id}/keyring"
-    first = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+def test_keyring_changes_are_shown_once_each(bell: SealingDoorbell) -> None:
+    screen = Screen(bell)
+    topic = f"doorbell/{bell.device_id}/keyring"
+    first = only(bell.event(time_us=WHEN_US), Kind.KEYRING)
     screen.watcher.handle(topic, first.data)
     screen.watcher.handle(topic, first.data)  # retained: comes back on every subscribe
     partner = RecipientPrivateKey.generate(Suite.X25519).public_key()
-    with KeyringStore(rig.state).editing() as box:
+    with KeyringStore(bell.state).editing() as box:
         box[0] = box[0].add("partner", partner, datetime.now(UTC))
-    second = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+    second = only(bell.event(time_us=WHEN_US), Kind.KEYRING)
     screen.watcher.handle(topic, second.data)
     screen.watcher.handle(topic, first.data)  # older: not news
     out, err = screen.lines()
@@ -369,10 +343,10 @@ def test_keyring_changes_are_shown_once_each(rig: SealingDoorbell) -> None:
     assert screen.watcher.events == 0
 
 
-def test_an_event_without_out_dir_or_snapshot_has_none(rig: SealingDoorbell) -> None:
-    screen = Screen(rig, as_json=True)
-    event = only(rig.event("ring", small_jpeg(), time_us=WHEN_US), Kind.EVENT)
-    screen.watcher.handle(f"doorbell/{rig.device_id}/event", event.data)
+def test_an_event_without_out_dir_or_snapshot_has_none(bell: SealingDoorbell) -> None:
+    screen = Screen(bell, as_json=True)
+    event = only(bell.event("ring", small_jpeg(), time_us=WHEN_US), Kind.EVENT)
+    screen.watcher.handle(f"doorbell/{bell.device_id}/event", event.data)
     [line], err = screen.lines()
     assert err == []
     assert json.loads(line)["snapshot"] is None
@@ -382,19 +356,19 @@ def test_an_event_without_out_dir_or_snapshot_has_none(rig: SealingDoorbell) -> 
 
 
 def test_a_replayed_event_after_a_restart_is_a_replay_not_a_ring(
-    rig: SealingDoorbell, link: MakeLink, watching: Callable[..., Watch]
+    bell: SealingDoorbell, link: MakeLink, watching: Callable[..., Watch]
 ) -> None:
     """Through the real broker: the first watch shows a ring; a broker replaying it (or an
     older one) to the next watch gets a REPLAY on stderr, and only the new ring is shown."""
-    made = link(device=rig.device_id)
-    older = only(rig.event("ring", time_us=WHEN_US), Kind.EVENT)
-    shown = only(rig.event("ring", time_us=WHEN_US + 1_000_000), Kind.EVENT)
+    made = link(device=bell.device_id)
+    older = only(bell.event("ring", time_us=WHEN_US), Kind.EVENT)
+    shown = only(bell.event("ring", time_us=WHEN_US + 1_000_000), Kind.EVENT)
     first = watching("--count", "1")
     made.deliver(shown.name, shown.data, Kind.EVENT)
     code, stdout, stderr = first.finish()
     assert code == 0 and len(stdout.splitlines()) == 1, stderr
 
-    new = only(rig.event("motion", time_us=WHEN_US + 2_000_000), Kind.EVENT)
+    new = only(bell.event("motion", time_us=WHEN_US + 2_000_000), Kind.EVENT)
     second = watching("--count", "1")
     for sealed in (shown, older, new):
         made.deliver(sealed.name, sealed.data, Kind.EVENT)
@@ -410,22 +384,22 @@ def test_a_replayed_event_after_a_restart_is_a_replay_not_a_ring(
     ]
 
 
-def test_a_keyring_rolled_back_after_a_restart_is_refused(rig: SealingDoorbell) -> None:
-    topic = f"doorbell/{rig.device_id}/keyring"
-    first = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
+def test_a_keyring_rolled_back_after_a_restart_is_refused(bell: SealingDoorbell) -> None:
+    topic = f"doorbell/{bell.device_id}/keyring"
+    first = only(bell.event(time_us=WHEN_US), Kind.KEYRING)
     partner = RecipientPrivateKey.generate(Suite.X25519).public_key()
-    with KeyringStore(rig.state).editing() as box:
+    with KeyringStore(bell.state).editing() as box:
         box[0] = box[0].add("partner", partner, datetime.now(UTC))
-    second = only(rig.event(time_us=WHEN_US), Kind.KEYRING)
-    screen = Screen(rig)
+    second = only(bell.event(time_us=WHEN_US), Kind.KEYRING)
+    screen = Screen(bell)
     screen.watcher.handle(topic, first.data)
     screen.watcher.handle(topic, second.data)
     assert len(screen.lines()[0]) == 2
 
     # The device state is restored from a backup: epoch 1 again, at a higher seq.
-    key, _ = load_device_key(rig.state)
-    old = rig.home.reader().open(first.data)
-    keyring = KeyringStore(rig.state).load().revoke("partner")
+    key, _ = load_device_key(bell.state)
+    old = bell.home.reader().open(first.data)
+    keyring = KeyringStore(bell.state).load().revoke("partner")
     rolled = dataclasses.replace(keyring, epoch=1)
     data = seal_bytes(
         key,
@@ -437,7 +411,7 @@ def test_a_keyring_rolled_back_after_a_restart_is_refused(rig: SealingDoorbell) 
         bytes(old.body),
         WHEN_US,
     )
-    restarted = Screen(rig)
+    restarted = Screen(bell)
     restarted.watcher.handle(topic, first.data)  # retained and older: not news, no alarm
     restarted.watcher.handle(topic, data)
     out, err = restarted.lines()
@@ -450,24 +424,24 @@ def test_a_keyring_rolled_back_after_a_restart_is_refused(rig: SealingDoorbell) 
 
 
 def _ring_shown(
-    rig: SealingDoorbell,
+    bell: SealingDoorbell,
 ) -> tuple[Screen, str, SealedObject, DeviceSigningKey, Keyring, bytes]:
     """A watcher that showed the doorbell's keyring and one ring: (screen, event topic,
     that event, the device key, its keyring, the event's chain hash)."""
-    screen = Screen(rig)
-    topic = f"doorbell/{rig.device_id}/event"
-    keyring_object, event = rig.event("ring", time_us=WHEN_US)
-    screen.watcher.handle(f"doorbell/{rig.device_id}/keyring", keyring_object.data)
+    screen = Screen(bell)
+    topic = f"doorbell/{bell.device_id}/event"
+    keyring_object, event = bell.event("ring", time_us=WHEN_US)
+    screen.watcher.handle(f"doorbell/{bell.device_id}/keyring", keyring_object.data)
     screen.watcher.handle(topic, event.data)
     assert len(screen.lines()[0]) == 2
-    key, _ = load_device_key(rig.state)
-    keyring = KeyringStore(rig.state).load()
-    prev = rig.home.reader().verify(event.data).chain_hash
+    key, _ = load_device_key(bell.state)
+    keyring = KeyringStore(bell.state).load()
+    prev = bell.home.reader().verify(event.data).chain_hash
     return screen, topic, event, key, keyring, prev
 
 
-def test_live_events_are_held_to_the_keyring_and_the_meta_rules(rig: SealingDoorbell) -> None:
-    screen, topic, event, key, keyring, prev = _ring_shown(rig)
+def test_live_events_are_held_to_the_keyring_and_the_meta_rules(bell: SealingDoorbell) -> None:
+    screen, topic, event, key, keyring, prev = _ring_shown(bell)
     stranger = RecipientPrivateKey.generate(Suite.X25519).public_key()
     extra = dataclasses.replace(
         keyring.add("mallory", stranger, datetime.now(UTC)), epoch=keyring.epoch
@@ -487,10 +461,10 @@ def test_live_events_are_held_to_the_keyring_and_the_meta_rules(rig: SealingDoor
     ]
 
 
-def test_a_live_event_under_a_keyring_never_published_is_refused(rig: SealingDoorbell) -> None:
+def test_a_live_event_under_a_keyring_never_published_is_refused(bell: SealingDoorbell) -> None:
     """The device publishes a changed keyring before any object sealed under it: an event of a
     newer epoch than every keyring seen adds recipients nobody was shown."""
-    screen, topic, event, key, keyring, prev = _ring_shown(rig)
+    screen, topic, event, key, keyring, prev = _ring_shown(bell)
     spy = RecipientPrivateKey.generate(Suite.X25519).public_key()
     spied = keyring.add("spy", spy, datetime.now(UTC))
     meta = {"type": "ring", "clip": "0" * 32, "stream": "", "first_index": 0}
@@ -503,3 +477,63 @@ def test_a_live_event_under_a_keyring_never_published_is_refused(rig: SealingDoo
         f"keyring epoch {spied.epoch}, but the newest keyring published is epoch "
         f"{keyring.epoch}: a keyring never published"
     ]
+
+
+# --- floods: a bounded number of lines, whatever arrives -------------------------------
+
+
+def test_a_flood_of_bad_messages_is_summarised_not_printed_line_by_line(
+    bell: SealingDoorbell, link: MakeLink, listen: Listen, watching: Callable[..., Watch]
+) -> None:
+    watch = watching("--count", "1")
+    made = link(device=bell.device_id)
+    attacker = listen()
+    stray = "doorbell/not-a-device/event"
+    for _ in range(1000):
+        attacker.publish(made.topics.event, b"garbage")
+        attacker.publish(stray, b"garbage")
+    # After the flood, the watch still shows a ring, and then summarises as it exits.
+    event = only(bell.event("ring", time_us=WHEN_US), Kind.EVENT)
+    made.deliver(event.name, event.data, Kind.EVENT)
+
+    code, stdout, stderr = watch.finish()
+    assert code == 0, stderr
+    assert stdout.startswith("2025-11-29 21:00:00 UTC  ring  clip ")
+    skipped = "doorbell-phone: skipped a message on"
+    malformed = f"{skipped} {made.topics.event}: not a Doorbell sealed object (bad magic)"
+    misplaced = f"{skipped} {stray}: not a doorbell/<device>/event or /keyring topic"
+    assert stderr.splitlines() == [
+        malformed,
+        misplaced,
+        malformed,
+        misplaced,
+        malformed,
+        misplaced,
+        "doorbell-phone: skipped 997 more message(s): not a well-formed sealed object",
+        "doorbell-phone: skipped 997 more message(s): "
+        "not a doorbell/<device>/event or /keyring topic",
+    ]
+
+
+def test_summaries_count_only_what_was_not_yet_said(bell: SealingDoorbell) -> None:
+    screen = Screen(bell)
+    topic = f"doorbell/{bell.device_id}/event"
+    for _ in range(5):
+        screen.watcher.handle(topic, b"garbage")
+    screen.watcher.rejections.summarise()
+    out, err = screen.lines()
+    assert out == [] and len(err) == SHOWN_PER_REASON + 1
+    assert err[-1] == (
+        f"doorbell-phone: skipped {5 - SHOWN_PER_REASON} more message(s): "
+        "not a well-formed sealed object"
+    )
+    screen.watcher.rejections.summarise()
+    assert screen.lines() == ([], [])
+    # Past the first few, the same kind of rejection is only counted, in the next summary.
+    screen.watcher.handle(topic, b"garbage")
+    assert screen.lines() == ([], [])
+    screen.watcher.rejections.summarise()
+    assert screen.lines() == (
+        [],
+        ["doorbell-phone: skipped 1 more message(s): not a well-formed sealed object"],
+    )

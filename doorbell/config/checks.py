@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from doorbell.common.topics import valid_prefix
 from doorbell.config.schema import Reading
 from doorbell.config.settings import Settings
 
@@ -185,12 +186,7 @@ def _mqtt(settings: Settings, reading: Reading) -> None:
         ("mqtt.topic_prefix", mqtt.topic_prefix),
         ("mqtt.homeassistant.prefix", mqtt.homeassistant.prefix),
     ):
-        if (
-            not value
-            or any(c in value for c in "#+\0")
-            or value.startswith("/")
-            or value.endswith("/")
-        ):
+        if not valid_prefix(value):
             reading.add(
                 path,
                 reading.lines.get(path),

@@ -3,7 +3,8 @@
 Every message is hostile input: the broker, and anyone who may publish on it, can
 send anything on any topic. A message is size-checked, then verified against the
 pinned doorbells and decrypted; whatever fails is reported on stderr, naming the
-topic and the reason, and the watch goes on.
+topic and the reason, and the watch goes on. A flood of bad messages is summarised:
+the first few of each kind in full, then how many more there were.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import sys
 import threading
 import time
@@ -22,12 +22,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from doorbell.config.errors import ConfigError
-from doorbell.config.secret import read_secret
+from doorbell.common.mqtt_client import (
+    TlsSetupError,
+    connect_options,
+    disconnect_reason,
+    end_session,
+    new_client,
+)
+from doorbell.common.secrets import SecretFileError, read_secret
+from doorbell.common.topics import (
+    EVENT_LEAF,
+    KEYRING_LEAF,
+    all_devices,
+    split_topic,
+    valid_prefix,
+)
 from doorbell.phone.home import PhoneHome
 from doorbell.phone.memory import (
     NOTHING,
@@ -39,27 +51,55 @@ from doorbell.phone.memory import (
 )
 from doorbell.phone.rules import check_contents, epoch_rollback, stanza_mismatch
 from doorbell.sealing import (
+    BadSignature,
+    DecryptionFailed,
     Envelope,
     Keyring,
     Kind,
+    MalformedObject,
+    NotARecipient,
     Opened,
     Reader,
     RecipientPublicKey,
     SealingError,
+    UntrustedDevice,
     write_atomic,
 )
-from doorbell.transport.mqtt import EVENT_LEAF, KEYRING_LEAF, all_devices, split_topic
 
-# A sealed event is a JPEG snapshot of at most 1920 px plus a few hundred bytes; a
-# keyring is at most 256 KiB. Anything bigger is not from a doorbell.
+# The largest message a doorbell publishes is an event: a JPEG snapshot at most 1920 px
+# wide (pure noise at the tallest camera the config allows, 1920 x 3040, makes about
+# 5.5 MB at the snapshot quality) sealed with at most 64 stanzas and Padmé padding
+# (at most 12%); a keyring is at most 256 KiB. Anything bigger is not from a doorbell,
+# and the broker is told never to send it (the Maximum Packet Size in CONNECT).
 MAX_MESSAGE = 8 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE = 30
+# While the watch runs, the broker keeps its session this long after a lost connection
+# (and, if it persists sessions, across its own restart): the events published before
+# the watch is back are queued for it, not lost. A doorbell back from an outage may
+# well reconnect first. A watch that exits ends its session at once; one that was
+# killed leaves the broker queueing for it no longer than this.
+SESSION_EXPIRY = 600
 # (device, seq) pairs remembered for duplicate and fork detection.
 MAX_REMEMBERED = 65536
+# A flood of bad messages prints this many lines per kind of rejection, then counts.
+SHOWN_PER_REASON = 3
+# While a flood goes on, how often the watch says how many more it did not print.
+SUMMARY_INTERVAL = 60.0
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 CLIP_ID = re.compile(r"[0-9a-f]{32}")
 JPEG_START = b"\xff\xd8\xff"
+
+
+# What a message that fails to open is, in the words of a summary line.
+SEALING_REASONS: dict[type[SealingError], str] = {
+    MalformedObject: "not a well-formed sealed object",
+    BadSignature: "a device signature that does not verify",
+    UntrustedDevice: "from a doorbell this phone does not trust",
+    NotARecipient: "not sealed for this phone",
+    DecryptionFailed: "does not decrypt",
+}
+FORKED = "FORK: a forked chain (a copied or restored doorbell state, or a stolen device key)"
 
 
 class WatchError(Exception):
@@ -101,15 +141,48 @@ class WatchOptions:
             raise WatchError("--host must name the MQTT broker")
         if self.port is not None and not 1 <= self.port <= 65535:
             raise WatchError(f"--port {self.port} is outside 1..65535")
-        prefix = self.prefix
-        if not prefix or any(c in prefix for c in "#+\0") or prefix[0] == "/" or prefix[-1] == "/":
-            raise WatchError(f"--prefix must be a plain topic without wildcards, got {prefix!r}")
+        if not valid_prefix(self.prefix):
+            raise WatchError(
+                f"--prefix must be a plain topic without wildcards, got {self.prefix!r}"
+            )
         if self.password_file is not None and not self.username:
             raise WatchError("--password-file needs --username")
         if self.count is not None and self.count < 1:
             raise WatchError(f"--count must be at least 1, got {self.count}")
         if self.timeout is not None and not self.timeout > 0:
             raise WatchError(f"--timeout must be more than 0 seconds, got {self.timeout}")
+
+
+class Rejections:
+    """What the watch dropped, on stderr: the first few of each kind of rejection in full,
+    the rest only counted until ``summarise`` says how many there were.
+
+    The kinds are the watcher's own short phrases, never text from the wire, so a
+    flood of any variety prints a bounded number of lines. Thread-safe: paho's network
+    thread adds, the main thread summarises.
+    """
+
+    def __init__(self, stderr: TextIO, *, shown: int = SHOWN_PER_REASON) -> None:
+        self._stderr = stderr
+        self._shown = shown
+        self._counts: dict[str, int] = {}
+        self._unsaid: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, why: str, line: str) -> None:
+        with self._lock:
+            count = self._counts[why] = self._counts.get(why, 0) + 1
+            if count <= self._shown:
+                _say(self._stderr, line)
+            else:
+                self._unsaid[why] = self._unsaid.get(why, 0) + 1
+
+    def summarise(self) -> None:
+        """One line for each kind with rejections not printed since the last call."""
+        with self._lock:
+            for why, count in self._unsaid.items():
+                _say(self._stderr, f"skipped {count} more message(s): {why}")
+            self._unsaid.clear()
 
 
 class Watcher:
@@ -146,6 +219,7 @@ class Watcher:
         # Looked up now, not at import: tests and callers swap sys.stdout.
         self._stdout = stdout or sys.stdout
         self._stderr = stderr or sys.stderr
+        self.rejections = Rejections(self._stderr)
         self._seen: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self._keyrings: dict[bytes, tuple[int, int]] = {}
         self.events = 0
@@ -164,44 +238,49 @@ class Watcher:
     def handle(self, topic: str, payload: bytes | bytearray) -> None:
         """Check, open and print one message; report and drop anything wrong with it."""
         if len(payload) > MAX_MESSAGE:
-            self._skip(topic, f"{len(payload)} bytes, more than the {MAX_MESSAGE} a doorbell sends")
+            what = f"{len(payload)} bytes, more than the {MAX_MESSAGE} a doorbell sends"
+            self._skip(topic, what, "larger than a doorbell sends")
             return
         parts = split_topic(self._prefix, topic)
         if parts is None or parts[1] not in (EVENT_LEAF, KEYRING_LEAF):
-            self._skip(topic, f"not a {self._prefix}/<device>/event or /keyring topic")
+            what = f"not a {self._prefix}/<device>/event or /keyring topic"
+            self._skip(topic, what, what)
             return
         device, leaf = parts
         try:
             envelope = self._reader.verify(payload)
             opened = self._reader.open_envelope(envelope)
         except SealingError as exc:
-            self._skip(topic, str(exc))
+            why = SEALING_REASONS.get(type(exc), "not a valid sealed object")
+            self._skip(topic, str(exc), why)
             return
         try:
             when = opened.time
         except (ValueError, OverflowError, OSError):
-            self._skip(topic, f"object {opened.seq}: time {opened.time_us} µs is not a date")
+            what = f"object {opened.seq}: time {opened.time_us} µs is not a date"
+            self._skip(topic, what, "a time that is not a date")
             return
         if opened.device_id.hex()[:16] != device:
-            self._skip(topic, f"object signed by device {opened.device_id.hex()[:16]}")
+            what = f"object signed by device {opened.device_id.hex()[:16]}"
+            self._skip(topic, what, "signed by another doorbell than its topic names")
             return
         expected = Kind.EVENT if leaf == EVENT_LEAF else Kind.KEYRING
         if opened.kind is not expected:
             what = f"object {opened.seq} is of kind {opened.kind.name}"
-            self._skip(topic, f"{what}; this topic carries {leaf} objects")
+            self._skip(topic, f"{what}; this topic carries {leaf} objects", "on the wrong topic")
             return
         if not self._first_sighting(topic, opened):
             return
         try:
             keyring = check_contents(opened)
         except SealingError as exc:
-            self._skip(topic, f"object {opened.seq}: {exc}")
+            self._skip(topic, f"object {opened.seq}: {exc}", "contents a doorbell never seals")
             return
         if keyring is not None and self._known_keyring(opened.device_id, opened.seq, keyring):
             return  # retained on the broker, or late: not news
         problem = self._against_memory(envelope, opened, keyring)
         if problem is not None:
-            self._skip(topic, problem)
+            self._skip(topic, *problem)
             return
         if keyring is None:
             self._event(opened, when)
@@ -211,33 +290,40 @@ class Watcher:
 
     def _against_memory(
         self, envelope: Envelope, opened: Opened, keyring: Keyring | None
-    ) -> str | None:
+    ) -> tuple[str, str] | None:
         """The rules that need what this phone saw before: replays, forks, rollbacks, and
-        stanzas against the keyring of the object's epoch. None when the object passes."""
+        stanzas against the keyring of the object's epoch. ``(what, kind of rejection)``,
+        or None when the object passes."""
         remembered = self._remembered.get(opened.device_id, NOTHING)
         head, known = remembered.head, remembered.keyring
         if keyring is None and head is not None and opened.seq <= head.seq:
             if opened.seq == head.seq and opened.chain_hash != head.hash:
-                return f"FORK: object {opened.seq} differs from the one this phone saw before"
-            return (
+                what = f"FORK: object {opened.seq} differs from the one this phone saw before"
+                return what, FORKED
+            what = (
                 f"REPLAY: event {opened.seq} is not newer than seq {head.seq}, which this phone "
                 "has already seen (replayed or held back by the broker): not a new ring"
             )
+            return what, "REPLAY: not newer than an event this phone has seen"
         if keyring is not None and known is not None and opened.seq == known.seq:
-            return f"FORK: keyring object {opened.seq} differs from the one seen before"
+            what = f"FORK: keyring object {opened.seq} differs from the one seen before"
+            return what, FORKED
         rollback = epoch_rollback(opened.seq, opened.epoch, None, known)
         if rollback is not None:
-            return rollback
+            return rollback, "keyring rollback"
         if keyring is None and known is not None and opened.epoch > known.epoch:
             # The device publishes (retained) the keyring object before any object sealed
             # under a changed keyring: this phone would have seen it first.
-            return (
+            what = (
                 f"event {opened.seq} is sealed under keyring epoch {opened.epoch}, but the "
                 f"newest keyring published is epoch {known.epoch}: a keyring never published"
             )
+            return what, "sealed under a keyring never published"
         sealed_under = keyring if keyring is not None else known.keyring if known else None
         if sealed_under is not None and sealed_under.epoch == opened.epoch:
-            return stanza_mismatch(envelope, sealed_under)
+            mismatch = stanza_mismatch(envelope, sealed_under)
+            if mismatch is not None:
+                return mismatch, "stanzas that are not exactly the keyring"
         return None
 
     def _known_keyring(self, device: bytes, seq: int, keyring: Keyring) -> bool:
@@ -274,11 +360,11 @@ class Watcher:
         if known == opened.chain_hash:
             return False
         if known is not None:
-            self._skip(
-                topic,
+            what = (
                 f"FORK: object {opened.seq} arrived again with different content "
-                "(a copied or restored doorbell state, or a stolen device key)",
+                "(a copied or restored doorbell state, or a stolen device key)"
             )
+            self._skip(topic, what, FORKED)
             return False
         self._seen[key] = opened.chain_hash
         if len(self._seen) > MAX_REMEMBERED:
@@ -370,11 +456,13 @@ class Watcher:
     def _print_json(self, document: dict[str, Any]) -> None:
         print(json.dumps(document, ensure_ascii=False), file=self._stdout, flush=True)
 
-    def _skip(self, topic: str, reason: str) -> None:
-        self._note(f"skipped a message on {_printable(topic)}: {reason}")
+    def _skip(self, topic: str, what: str, why: str) -> None:
+        """Report a dropped message: ``what`` in full while ``why``, the kind of
+        rejection, is still rare; past that only counted by ``rejections``."""
+        self.rejections.add(why, f"skipped a message on {_printable(topic)}: {what}")
 
     def _note(self, message: str) -> None:
-        print(f"doorbell-phone: {message}", file=self._stderr, flush=True)
+        _say(self._stderr, message)
 
 
 def watch(
@@ -403,10 +491,16 @@ def watch(
     try:
         session.wait_subscribed(deadline)
         end = None if options.timeout is None else started + options.timeout
-        if session.finished.wait(None if end is None else max(0.0, end - time.monotonic())):
-            return True
+        while True:
+            left = SUMMARY_INTERVAL if end is None else max(0.0, end - time.monotonic())
+            if session.finished.wait(min(left, SUMMARY_INTERVAL)):
+                return True
+            if end is not None and time.monotonic() >= end:
+                break
+            watcher.rejections.summarise()
     finally:
         session.close()
+        watcher.rejections.summarise()
     if options.count is None:
         return True
     print(
@@ -415,6 +509,11 @@ def watch(
         file=stderr,
     )
     return False
+
+
+def subscriptions(prefix: str) -> list[str]:
+    """What a watch subscribes to: every doorbell's events and keyrings under ``prefix``."""
+    return [all_devices(prefix, EVENT_LEAF), all_devices(prefix, KEYRING_LEAF)]
 
 
 class _Session:
@@ -428,29 +527,26 @@ class _Session:
         self._ready = threading.Event()
         self._refused: str | None = None
         self._subscribed = False
-        # A random client id: two phones of one household must not keep
-        # disconnecting each other.
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"doorbell-phone-{os.urandom(4).hex()}"
-        )
-        client.suppress_exceptions = True
-        if options.username:
-            password = None
-            if options.password_file is not None:
-                try:
-                    password = read_secret(options.password_file, "--password-file")
-                except ConfigError as exc:
-                    raise WatchError(str(exc)) from None
-            client.username_pw_set(options.username, password)
-        if options.use_tls:
-            ca = None if options.ca_file is None else str(options.ca_file)
+        password = None
+        if options.username and options.password_file is not None:
             try:
-                # Without --ca-file, the system's trust store verifies the broker.
-                client.tls_set(ca_certs=ca)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                source = "the system's CA certificates" if ca is None else f"--ca-file {ca}"
-                raise WatchError(f"cannot set up TLS with {source}: {exc}") from None
-        client.reconnect_delay_set(1, 30)
+                password = read_secret(options.password_file, "--password-file")
+            except SecretFileError as exc:
+                raise WatchError(str(exc)) from None
+        try:
+            # A random client id: two phones of one household must not keep
+            # disconnecting each other.
+            client = new_client(
+                f"doorbell-phone-{os.urandom(4).hex()}",
+                username=options.username,
+                password=password,
+                tls=options.use_tls,
+                ca_file=options.ca_file,
+            )
+        except TlsSetupError as exc:
+            ca = options.ca_file
+            source = "the system's CA certificates" if ca is None else f"--ca-file {ca}"
+            raise WatchError(f"cannot set up TLS with {source}: {exc}") from None
         client.on_connect = self._connected
         client.on_subscribe = self._subscribed_to
         client.on_disconnect = self._disconnected
@@ -459,14 +555,18 @@ class _Session:
 
     @property
     def topics(self) -> list[tuple[str, int]]:
-        prefix = self.options.prefix
-        return [(all_devices(prefix, EVENT_LEAF), 1), (all_devices(prefix, KEYRING_LEAF), 1)]
+        return [(topic, 1) for topic in subscriptions(self.options.prefix)]
 
     def connect(self, deadline: float) -> None:
         options = self.options
         while True:
             try:
-                self.client.connect(options.host, options.broker_port, keepalive=KEEPALIVE)
+                self.client.connect(
+                    options.host,
+                    options.broker_port,
+                    keepalive=KEEPALIVE,
+                    **connect_options(MAX_MESSAGE, session_expiry=SESSION_EXPIRY),
+                )
                 break
             except (OSError, ValueError) as exc:
                 if time.monotonic() >= deadline:
@@ -484,7 +584,7 @@ class _Session:
             raise WatchError(self._refused)
 
     def close(self) -> None:
-        self.client.disconnect()
+        self.client.disconnect(properties=end_session())
         self.client.loop_stop()
 
     def _connected(
@@ -499,7 +599,7 @@ class _Session:
             self._refused = f"the MQTT broker at {self.options.address} refused us: {reason}"
             self._ready.set()
             return
-        # Subscribing on every connect: a clean session forgets subscriptions.
+        # Subscribing on every connect: a clean start forgets subscriptions.
         client.subscribe(self.topics)
 
     def _subscribed_to(
@@ -536,7 +636,8 @@ class _Session:
     ) -> None:
         if self._subscribed and not self.finished.is_set():
             print(
-                f"doorbell-phone: lost the broker ({reason}); reconnecting",
+                f"doorbell-phone: lost the broker ({disconnect_reason(flags, reason)}); "
+                "reconnecting",
                 file=self.stderr,
                 flush=True,
             )
@@ -558,6 +659,10 @@ class _Session:
         count = self.options.count
         if count is not None and self.watcher.events >= count:
             self.finished.set()
+
+
+def _say(stream: TextIO, message: str) -> None:
+    print(f"doorbell-phone: {message}", file=stream, flush=True)
 
 
 def _stamp(when: datetime) -> str:

@@ -17,8 +17,6 @@ there is no connection, so the spool keeps the object and retries it in order.
 from __future__ import annotations
 
 import logging
-import re
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,10 +24,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from doorbell.common.mqtt_client import (
+    TlsSetupError,
+    connect_options,
+    disconnect_reason,
+    new_client,
+)
+from doorbell.common.topics import DEVICE_ID, EVENT_LEAF, KEYRING_LEAF
 from doorbell.config.errors import ConfigError, ConfigIssue
 from doorbell.config.secret import read_secret
 from doorbell.config.settings import MqttSettings
@@ -39,13 +44,13 @@ from doorbell.transport.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
-EVENT_LEAF = "event"
-KEYRING_LEAF = "keyring"
 AVAILABILITY_LEAF = "availability"
-DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 PUBLISH_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 # Home Assistant's birth message is "online"; anything much longer is not from it.
+# It is also the largest message the link can legitimately receive: Home Assistant's
+# status is its only subscription (and only with discovery on; there are no command
+# topics), so the broker is told to send nothing bigger.
 MAX_STATUS_PAYLOAD = 64
 # Sealed objects wait in the spool, not here: this only bounds what a stalled
 # connection can pile up in paho's memory (availability, discovery, states).
@@ -83,28 +88,14 @@ class DeviceTopics:
         return self._leaf("ha")
 
 
-def all_devices(prefix: str, leaf: str) -> str:
-    """The subscription that matches ``leaf`` for every doorbell under ``prefix``."""
-    return f"{prefix}/+/{leaf}"
-
-
-def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``(device id, leaf)`` of a topic under ``prefix``, or None when it is not one of ours."""
-    head = f"{prefix}/"
-    if not topic.startswith(head):
-        return None
-    parts = topic[len(head) :].split("/")
-    if len(parts) != 2 or not DEVICE_ID.fullmatch(parts[0]):
-        return None
-    return parts[0], parts[1]
-
-
 class MqttLink:
     """One doorbell's connection to its broker, kept up by paho's network thread.
 
     ``start`` returns at once; paho connects in the background and reconnects with
-    a backoff of 1 to 60 s for as long as the link lives. ``on_problem`` hears, as
-    one line, why the broker cannot be reached or refused us.
+    a backoff of 1 to 2 s for as long as the link lives. ``on_problem`` hears, as
+    one line, why the broker cannot be reached or refused us. ``when_connected``, if
+    set, is called (on paho's thread) after every connect: whoever waits to deliver,
+    such as an uploader backing off after an outage, can try again at once.
     """
 
     name = "mqtt"
@@ -132,6 +123,7 @@ class MqttLink:
             state_base=self.topics.home_assistant,
         )
         self._on_problem = on_problem
+        self.when_connected: Callable[[], None] | None = None
         self._publish_timeout = publish_timeout
         self._client: paho.Client | None = None
         self._online = threading.Event()
@@ -155,32 +147,44 @@ class MqttLink:
     def discovery_enabled(self) -> bool:
         return self.settings.homeassistant.discovery
 
+    @property
+    def subscriptions(self) -> list[str]:
+        """Every topic the link subscribes to: Home Assistant's status, with discovery on."""
+        return [self.discovery.status_topic] if self.discovery_enabled else []
+
     def start(self) -> None:
         """Configure the client and let paho connect in the background; never blocks."""
         if self._client is not None:
             return
         self._closing = False
         settings = self.settings
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"doorbell-{self.device_id}")
+        password = None
+        if settings.username and settings.password_file is not None:
+            password = read_secret(settings.password_file, "mqtt.password_file")
+        try:
+            client = new_client(
+                f"doorbell-{self.device_id}",
+                username=settings.username,
+                password=password,
+                tls=settings.tls,
+                ca_file=settings.ca_file,
+            )
+        except TlsSetupError as exc:
+            where = "mqtt.ca_file" if settings.ca_file is not None else "mqtt.tls"
+            raise ConfigError([ConfigIssue(where, None, f"cannot set up TLS: {exc}")]) from None
         client.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        # Our callbacks catch everything themselves; this is the belt to those braces,
-        # so nothing a message or a bug does can end paho's network thread.
-        client.suppress_exceptions = True
-        if settings.username:
-            password = None
-            if settings.password_file is not None:
-                password = read_secret(settings.password_file, "mqtt.password_file")
-            client.username_pw_set(settings.username, password)
-        if settings.tls:
-            _enable_tls(client, settings)
         client.will_set(self.topics.availability, ha.OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(1, 60)
         client.max_queued_messages_set(MAX_QUEUED)
         client.on_connect = self._guarded(self._connected)
         client.on_connect_fail = self._guarded(self._connect_failed)
         client.on_disconnect = self._guarded(self._disconnected)
         client.on_message = self._guarded(self._message)
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
+        client.connect_async(
+            settings.host,
+            settings.port,
+            keepalive=settings.keepalive,
+            **connect_options(MAX_STATUS_PAYLOAD),
+        )
         self._client = client
         client.loop_start()
         log.info("MQTT: connecting to %s as doorbell-%s", self.broker, self.device_id)
@@ -305,12 +309,15 @@ class MqttLink:
         self._online.set()
         log.info("MQTT: connected to %s", self.broker)
         client.publish(self.topics.availability, ha.ONLINE, qos=1, retain=True)
+        if self.subscriptions:
+            # Subscribing on every connect: a clean start forgets subscriptions.
+            client.subscribe([(topic, 1) for topic in self.subscriptions])
         if self.discovery_enabled:
-            # Subscribing on every connect: a clean session forgets subscriptions.
-            client.subscribe(self.discovery.status_topic, qos=1)
             self._send_discovery(client)
         else:
             self._publish_all(client, self.discovery.removals())
+        if self.when_connected is not None:
+            self.when_connected()
 
     def _send_discovery(self, client: paho.Client) -> None:
         self._publish_all(client, self.discovery.configs())
@@ -336,7 +343,8 @@ class MqttLink:
         was_online = self._online.is_set()
         self._online.clear()
         if not self._closing and was_online:
-            self._problem(f"lost the MQTT broker {self.broker} ({reason}); reconnecting")
+            why = disconnect_reason(flags, reason)
+            self._problem(f"lost the MQTT broker {self.broker} ({why}); reconnecting")
 
     def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         # Everything that arrives is hostile: the only thing we asked for is Home
@@ -386,13 +394,3 @@ class MqttLink:
                 self._on_problem(message)
             except Exception:
                 log.exception("MQTT: the on_problem hook failed")
-
-
-def _enable_tls(client: paho.Client, settings: MqttSettings) -> None:
-    ca_file = settings.ca_file
-    try:
-        # Without a CA file, the system's trust store verifies the broker.
-        client.tls_set(ca_certs=None if ca_file is None else str(ca_file))
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        where = "mqtt.ca_file" if ca_file is not None else "mqtt.tls"
-        raise ConfigError([ConfigIssue(where, None, f"cannot set up TLS: {exc}")]) from None

@@ -73,7 +73,8 @@ class Uploader:
         self._clock = clock
         self._wall_clock = wall_clock
         self._random = random
-        self._stopping = sleep_event if sleep_event is not None else threading.Event()
+        self._stopping = threading.Event()
+        self._wake = sleep_event if sleep_event is not None else threading.Event()
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._thread: threading.Thread | None = None
@@ -97,11 +98,16 @@ class Uploader:
     def stop(self, timeout: float | None = None) -> bool:
         """Finish the object in flight, then end the thread. True when it has ended."""
         self._stopping.set()
+        self._wake.set()
         self.spool.interrupt(self.sink.name)
         if self._thread is None:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def retry_now(self) -> None:
+        """The sink can take objects again (it reconnected): cut a backoff wait short."""
+        self._wake.set()
 
     def status(self) -> UploaderStatus:
         pending, pending_bytes = self.spool.backlog(self.sink.name)
@@ -208,7 +214,10 @@ class Uploader:
                 failures,
                 delay,
             )
-        stopping = self._stopping.wait(delay)
+        self._wake.wait(delay)
         with self._state:
             self._retry_at = None
-        return stopping or self._stopping.is_set()
+        if self._stopping.is_set():
+            return True
+        self._wake.clear()
+        return False
