@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from chain_builder import event_meta, segment_meta
 
-from doorbell.phone.chain import Verification, verify_source
+from doorbell.phone.chain import Entry, Verification, verify_source
 from doorbell.phone.objects import DirectorySource
 from doorbell.sealing import (
     MAX_OBJECT,
@@ -26,6 +26,7 @@ from doorbell.sealing import (
     SealedObject,
     Sealer,
     Suite,
+    object_name,
 )
 from doorbell.transport.local import LocalDirectorySink
 
@@ -130,12 +131,31 @@ def test_swapped_names_are_reported_for_both_files(stream: Stream) -> None:
 
 
 def test_duplicate_under_another_name(stream: Stream) -> None:
-    copy = stream.bucket / "zz-copy.sealed"
+    copy = stream.bucket / object_name(stream.device_id, 99)
     shutil.copy(stream.path(2), copy)
     result = stream.verify()
     messages = _messages(result, copy.name)
     assert f"duplicate of {stream.names[2]} (seq 2)" in messages
+    assert any("renamed" in m for m in messages)
     assert not any("fork" in m or "missing" in m for m in _messages(result))
+
+
+def test_files_not_named_as_objects_are_not_read_and_are_shown_escaped(stream: Stream) -> None:
+    """Only FORMAT.md section 8 names are objects; any other name is listed, escaped: a
+    name is written by whoever wrote the folder and must not drive the terminal."""
+    names = {
+        "zz-copy.sealed": "zz-copy.sealed",
+        "\x1b[2J\x1b]0;owned\x07.sealed": "\\x1b[2J\\x1b]0;owned\\x07.sealed",
+        "a\u202eslaes.txt": "a\\u202eslaes.txt",
+        f"{stream.names[2][:-7]}\t.sealed": f"{stream.names[2][:-7]}\\t.sealed",
+    }
+    for name in names:
+        shutil.copy(stream.path(2), stream.bucket / name)
+    source = DirectorySource(stream.bucket)
+    result = verify_source(source, stream.reader)
+    assert result.ok, result.problems
+    assert [e.seq for e in result.entries] == list(range(6))
+    assert sorted(source.ignored) == sorted(names.values())
 
 
 def test_object_from_another_doorbell_is_not_trusted(stream: Stream, tmp_path: Path) -> None:
@@ -179,11 +199,12 @@ def test_rolled_back_state_dir_forks(stream: Stream, tmp_path: Path) -> None:
     assert [o.seq for o in rolled_back] == [o.seq for o in original] == [6, 7]
 
     # A bucket keeping both histories (e.g. two uploads) holds two objects per seq.
-    for sealed in rolled_back:
-        (stream.bucket / f"rollback-{sealed.name}").write_bytes(sealed.data)
+    elsewhere = [object_name(stream.device_id, o.seq + 100) for o in rolled_back]
+    for sealed, name in zip(rolled_back, elsewhere, strict=True):
+        (stream.bucket / name).write_bytes(sealed.data)
     result = stream.verify()
     forks = [f for f in result.problems if "fork" in f.message]
-    assert {f.where for f in forks} == {f"rollback-{o.name}" for o in rolled_back}
+    assert {f.where for f in forks} == set(elsewhere)
     assert f"a different object than {stream.names[6]} with the same seq 6" in forks[0].message
 
 
@@ -226,19 +247,20 @@ def test_unclean_restart_is_announced_not_a_problem(stream: Stream) -> None:
 def test_bad_files_are_named_and_the_rest_still_verifies(stream: Stream) -> None:
     truncated = stream.path(2)
     truncated.write_bytes(truncated.read_bytes()[:150])
-    (stream.bucket / "junk.sealed").write_bytes(os.urandom(300))
+    junk, huge = object_name(stream.device_id, 7), object_name(stream.device_id, 8)
+    (stream.bucket / junk).write_bytes(os.urandom(300))
     (stream.bucket / "notes.txt").write_text("not footage")
-    with open(stream.bucket / "huge.sealed", "wb") as huge:
-        huge.truncate(MAX_OBJECT + 1)  # sparse: costs no disk
+    with open(stream.bucket / huge, "wb") as sparse:
+        sparse.truncate(MAX_OBJECT + 1)  # sparse: costs no disk
     source = DirectorySource(stream.bucket)
     result = verify_source(source, stream.reader)
 
     assert source.ignored == ["notes.txt"]
     by_where = {f.where: f.message for f in result.problems}
     assert by_where[stream.names[2]].startswith("malformed: stanza 0: truncated")
-    assert by_where["junk.sealed"] == "malformed: not a Doorbell sealed object (bad magic)"
-    assert by_where["huge.sealed"].startswith("unreadable: ")
-    assert "larger than any sealed object" in by_where["huge.sealed"]
+    assert by_where[junk] == "malformed: not a Doorbell sealed object (bad magic)"
+    assert by_where[huge].startswith("unreadable: ")
+    assert "larger than any sealed object" in by_where[huge]
     assert by_where[_device(stream)] == "missing seq 2 (deleted or never delivered)"
     assert len(result.problems) == 4
     assert [e.seq for e in result.entries] == [0, 1, 3, 4, 5]
@@ -315,3 +337,37 @@ def test_a_gap_announced_before_a_phone_was_enrolled_is_a_note_for_it(
     # A deletion after the objects she can open is still a problem for her.
     (stream.bucket / later[0].name).unlink()
     assert not carol_view().ok
+
+
+class KeptBodies:
+    """What a `BodyKeeper` is handed during verification: (name, body) in order."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[str, bytes]] = []
+
+    def keep(self, entry: Entry, body: memoryview) -> None:
+        self.kept.append((entry.name, bytes(body)))
+
+
+def test_a_keeper_is_handed_the_body_of_every_object_that_opened(
+    stream: Stream, enrol: Enrol
+) -> None:
+    """Export takes bodies while verification reads each object: it is handed those that
+    opened, in order, and never one that is forged or sealed to someone else."""
+    enrol("bob")
+    with KeyringStore(stream.state).editing() as box:
+        box[0] = box[0].revoke("alice")
+    with Sealer(stream.state) as sealer:
+        stream.deliver(sealer.seal(Kind.SEGMENT, segment_meta(STREAM, 4), b"for bob"))
+    path = stream.path(3)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    kept = KeptBodies()
+    result = verify_source(DirectorySource(stream.bucket), stream.reader, keeper=kept)
+    assert [e.seq for e in result.entries] == [0, 1, 2, 4, 5, 6, 7]
+    assert [name for name, _ in kept.kept] == [stream.names[seq] for seq in (0, 1, 2, 4, 5)]
+    bodies = dict(kept.kept)
+    assert bodies[stream.names[1]] == b"snapshot"
+    assert bodies[stream.names[2]] == bodies[stream.names[5]] == b"moof"

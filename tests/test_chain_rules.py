@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from chain_builder import (
     ADDED,
+    TIME_US,
     Forger,
     clip_end_meta,
     event_meta,
@@ -253,7 +255,7 @@ def test_an_evicted_object_a_faster_sink_took_is_a_note(forger: Forger, capsys: 
 @pytest.mark.parametrize(
     ("ranges", "reason", "message"),
     [
-        ([(2, 3)], "pre-roll", "reason 'pre-roll'; only 'quota' discards exist"),
+        ([(2, 3)], "pre-roll", "reason 'pre-roll'; only 'quota' and 'damaged' discards exist"),
         ([(2, 6)], "quota", "range 2..6 is not first <= last < the notice's seq"),
         ([(3, 2)], "quota", "range 3..2 is not first <= last < the notice's seq"),
         ([(2, 3), (3, 3)], "quota", "discarded notice seq 6: its ranges 2..3 and 3..3 overlap"),
@@ -858,25 +860,20 @@ def test_a_huge_integer_in_meta_is_rejected_and_sync_does_not_trace_back(
     ) in run.stdout
 
 
-def test_a_sync_that_fails_remembers_nothing(
-    forger: Forger, capsys: Capture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from doorbell.phone import sync as sync_module
-
-    def full(*args: object, **kwargs: object) -> None:
-        raise OSError(28, "No space left on device")
-
+def test_a_sync_that_fails_remembers_nothing(forger: Forger, capsys: Capture) -> None:
     stream, clip = new_id(), new_id()
     forger.keyring_object()
     forger.append(Kind.INIT, init_meta(stream), b"ftyp")
-    forger.append(Kind.EVENT, event_meta(clip=clip, stream=stream))
+    event = forger.append(Kind.EVENT, event_meta(clip=clip, stream=stream))
     forger.append(Kind.SEGMENT, segment_meta(stream, 0), b"moof")
     forger.write()
-    monkeypatch.setattr(sync_module, "export_clips", full)
+    # The clip cannot be written: a directory stands where its file goes.
+    stamp = datetime.fromtimestamp((TIME_US + event) / 1e6, UTC).strftime("%Y%m%d-%H%M%S")
+    (forger.root / "copy" / "clips" / f".{stamp}-ring-{clip[:8]}.mp4.part").mkdir(parents=True)
     home = str(forger.home.directory)
     code = main(["--home", home, "sync", str(forger.bucket), "--out", str(forger.root / "copy")])
     assert code == 2
-    assert "No space left on device" in capsys.readouterr().err
+    assert "Is a directory" in capsys.readouterr().err
     assert not (forger.home.directory / "seen.json").exists()
 
 

@@ -3,6 +3,7 @@ footage from a directory the local sink wrote."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import stat
 import subprocess
@@ -182,7 +183,7 @@ def test_verify_clean_then_tampered(
     assert phone(home, "verify", str(bucket)) == 0
     out = capsys.readouterr().out
     assert f"ok: 3 object(s) verified in {bucket}" in out
-    assert "note   README.txt: not a .sealed file, ignored" in out
+    assert "note   README.txt: not the name of a sealed object, ignored" in out
 
     target = bucket / objects[1].name
     data = bytearray(target.read_bytes())
@@ -242,6 +243,122 @@ def test_export_assembles_the_clip(
     assert f"clip     {mp4}  (ring, 2 segment(s), 4.0 s, snapshot {mp4.stem}.jpg)" in out
 
 
+def _clips(out_dir: Path) -> list[tuple[str, bytes]]:
+    """The exported clips in time order: the end of each name (label and id), its bytes."""
+    return [(p.stem.split("-", 2)[2], p.read_bytes()) for p in sorted(out_dir.glob("*.mp4"))]
+
+
+def _advancing(start: float) -> Callable[[], float]:
+    """A capture clock ten seconds on at each reading: each clip gets its own time."""
+    times = itertools.count(start, 10.0)
+    return lambda: next(times)
+
+
+def test_export_writes_what_one_stream_recorded_clip_by_clip(
+    home: Path, tmp_path: Path, enrolled: Callable[[], Sealer], state_dir: Path, capsys: Capture
+) -> None:
+    """Continuous recording with two clips in it, as a doorbell seals them: each clip and
+    each run of recording between them is exported whole, alone in its file, and export
+    leaves nothing else in the folder. ``sync``, which reads each object again to export
+    it, writes the same clips."""
+    enrolled().close()
+    bucket, out_dir = tmp_path / "bucket", tmp_path / "clips"
+    stream, ring, motion = "5" * 32, "a" * 32, "b" * 32
+    init = b"ftyp+moov"
+    body = [f"moof{index}+mdat{index}".encode() for index in range(6)]
+    with Sealer(state_dir, clock=_advancing(TIME.timestamp())) as sealer:
+        objects = sealer.seal(Kind.INIT, init_meta(stream), init)
+
+        def segments(*indexes: int) -> list[SealedObject]:
+            return [
+                sealed
+                for index in indexes
+                for sealed in sealer.seal(Kind.SEGMENT, segment_meta(stream, index), body[index])
+            ]
+
+        objects += segments(0, 1)
+        objects += sealer.seal(Kind.EVENT, event_meta(clip=ring, stream=stream, first=2), b"R")
+        objects += segments(2, 3)
+        objects += sealer.seal(Kind.NOTICE, clip_end_meta(ring, stream, 3))
+        objects += segments(4)
+        event = event_meta("motion", clip=motion, stream=stream, first=5)
+        objects += sealer.seal(Kind.EVENT, event, b"M")
+        objects += segments(5)
+        objects += sealer.seal(Kind.NOTICE, clip_end_meta(motion, stream, 5))
+    _deliver(bucket, objects)
+
+    assert phone(home, "export", str(bucket), "--out", str(out_dir)) == 0, capsys.readouterr()
+    assert _clips(out_dir) == [
+        ("recording-55555555", init + body[0] + body[1]),
+        ("ring-aaaaaaaa", init + body[2] + body[3]),
+        ("recording-55555555", init + body[4]),
+        ("motion-bbbbbbbb", init + body[5]),
+    ]
+    assert sorted(p.suffix for p in out_dir.iterdir()) == [".jpg", ".jpg"] + [".mp4"] * 4
+    copy = tmp_path / "copy"
+    assert phone(home, "sync", str(bucket), "--out", str(copy)) == 0, capsys.readouterr()
+    exported = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert {p.name: p.read_bytes() for p in (copy / "clips").iterdir()} == exported
+
+
+def test_export_copies_together_clips_that_share_segments_or_lack_one(
+    home: Path, tmp_path: Path, enrolled: Callable[[], Sealer], state_dir: Path, capsys: Capture
+) -> None:
+    """Footage no doorbell seals alone in a file: a clip inside another, a clip whose
+    middle segment was deleted, and more streams at once than export keeps open.
+    Every clip still holds exactly its init segment and its segments present, in order."""
+    enrolled().close()
+    bucket, out_dir = tmp_path / "bucket", tmp_path / "clips"
+    shared, gapped, first, second = "1" * 32, "2" * 32, "a" * 32, "b" * 32
+    many = [f"{number:02x}" * 16 for number in range(0x30, 0x30 + 20)]
+
+    def init(stream: str) -> bytes:
+        return f"init of {stream[:2]}".encode()
+
+    def body(stream: str, index: int) -> bytes:
+        return f"segment {index} of {stream[:2]}".encode()
+
+    with Sealer(state_dir, clock=_advancing(TIME.timestamp())) as sealer:
+        objects: list[SealedObject] = []
+
+        def seal(kind: Kind, meta: dict[str, object], data: bytes = b"") -> SealedObject:
+            objects.extend(sealer.seal(kind, meta, data))
+            return objects[-1]
+
+        seal(Kind.INIT, init_meta(shared), init(shared))
+        seal(Kind.EVENT, event_meta(clip=first, stream=shared, first=0))
+        for index in range(3):
+            seal(Kind.SEGMENT, segment_meta(shared, index), body(shared, index))
+        seal(Kind.EVENT, event_meta("motion", clip=second, stream=shared, first=1))
+        seal(Kind.NOTICE, clip_end_meta(second, shared, 1))
+        seal(Kind.NOTICE, clip_end_meta(first, shared, 2))
+        for stream in (gapped, *many):
+            seal(Kind.INIT, init_meta(stream), init(stream))
+        seal(Kind.EVENT, event_meta(clip=gapped, stream=gapped, first=0))
+        for index in range(3):
+            for stream in (gapped, *many):
+                sealed = seal(Kind.SEGMENT, segment_meta(stream, index), body(stream, index))
+                if (stream, index) == (gapped, 1):
+                    deleted = sealed
+        seal(Kind.NOTICE, clip_end_meta(gapped, gapped, 2))
+    _deliver(bucket, [o for o in objects if o is not deleted])
+
+    assert phone(home, "export", str(bucket), "--out", str(out_dir)) == 1
+    out = capsys.readouterr().out
+    assert f"missing seq {deleted.seq}" in out
+    clips = dict(_clips(out_dir))
+    whole = init(shared) + body(shared, 0) + body(shared, 1) + body(shared, 2)
+    assert clips.pop("ring-aaaaaaaa") == whole
+    assert clips.pop("motion-bbbbbbbb") == init(shared) + body(shared, 1)
+    assert clips.pop("ring-22222222") == init(gapped) + body(gapped, 0) + body(gapped, 2)
+    assert "ring-22222222: segment 1 is missing; the clip has a gap" in out
+    assert clips == {
+        f"recording-{stream[:8]}": init(stream) + b"".join(body(stream, i) for i in range(3))
+        for stream in many
+    }
+    assert not [p.name for p in out_dir.iterdir() if p.suffix != ".mp4"]
+
+
 def test_export_into_an_unwritable_place(
     home: Path, tmp_path: Path, enrolled: Callable[[], Sealer], capsys: Capture
 ) -> None:
@@ -266,3 +383,59 @@ def test_phone_cli_errors_have_no_traceback(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert run.stderr.startswith("doorbell-phone: doorbell device public key is truncated")
+
+
+def _under_umask_022(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The real ``doorbell-phone`` in its own process, under the permissive umask most
+    desktops use: what it writes must not rely on a strict one."""
+    phone_cli = str(Path(sys.executable).parent / "doorbell-phone")
+    return subprocess.run(
+        ["/bin/sh", "-c", 'umask 022 && exec "$@"', "sh", phone_cli, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_plaintext_and_the_phone_home_are_private_whatever_the_umask(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """Exported clips and snapshots are footage in the clear: 0600, in folders made 0700.
+    The phone's home (its key, what it remembers) is 0700, even one made before by hand;
+    so is a copy made by sync."""
+    home = tmp_path / "phone"
+    home.mkdir()
+    home.chmod(0o755)  # made by hand, before the phone had a key
+    assert _under_umask_022("--home", str(home), "init", "--suite", "x25519").returncode == 0
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    identity = RecipientPrivateKey.from_string((home / "identity.key").read_text())
+    state_dir.mkdir()
+    device, _ = load_device_key(state_dir)
+    with KeyringStore(state_dir).editing() as box:
+        box[0] = box[0].add("phone", identity.public_key(), TIME)
+    trusted = _under_umask_022("--home", str(home), "trust", device.public_key.to_string())
+    assert trusted.returncode == 0, trusted.stderr
+    stream, clip = "5" * 32, "c" * 32
+    with Sealer(state_dir, clock=TIME.timestamp) as sealer:
+        objects = sealer.seal(Kind.INIT, init_meta(stream), b"ftyp+moov")
+        objects += sealer.seal(Kind.SEGMENT, segment_meta(stream, 0), b"moof+mdat")
+        objects += sealer.seal(Kind.EVENT, event_meta(clip=clip, stream=stream), b"\xff\xd8")
+        objects += sealer.seal(Kind.NOTICE, clip_end_meta(clip, stream, 0))
+    bucket = tmp_path / "bucket"
+    _deliver(bucket, objects)
+
+    exported = tmp_path / "exported" / "clips"
+    run = _under_umask_022("--home", str(home), "export", str(bucket), "--out", str(exported))
+    assert run.returncode == 0, run.stdout
+    copy = tmp_path / "copy"
+    run = _under_umask_022("--home", str(home), "sync", str(bucket), "--out", str(copy))
+    assert run.returncode == 0, run.stdout
+
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for folder in (exported, copy, copy / "objects", copy / "clips"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    plaintext = [*exported.iterdir(), *(copy / "clips").iterdir(), copy / "sync-state.json"]
+    assert sorted(p.suffix for p in plaintext) == [".jpg", ".jpg", ".json", ".mp4", ".mp4"]
+    for path in plaintext:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

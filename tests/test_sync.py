@@ -177,7 +177,7 @@ def test_sync_from_a_directory_fetches_verifies_and_exports_once(
     assert run(doorbell, "sync", str(bucket), "--out", str(out)) == 0
     printed = capsys.readouterr().out
     assert f"fetched  {len(objects)} new object(s) from {bucket} (0 already here)" in printed
-    assert "ignored  README.txt: not a sealed object" in printed
+    assert "ignored  README.txt: not the name of a sealed object" in printed
     mp4 = out / "clips" / CLIP_FILE
     assert f"clip     {mp4}  (ring, 4 segment(s), 4.0 s, snapshot {mp4.stem}.jpg)" in printed
     assert printed.splitlines()[-1] == (
@@ -240,7 +240,7 @@ def test_sync_from_s3(
     printed = capsys.readouterr().out
     url = f"s3://{s3_server.bucket}/{PREFIX}"
     assert f"fetched  {len(objects)} new object(s) from {url} (0 already here)" in printed
-    assert "ignored  README.sealed: not a sealed object" in printed
+    assert "ignored  README.sealed: not the name of a sealed object" in printed
     assert sorted(p.name for p in (out / "objects").iterdir()) == sorted(o.name for o in objects)
     assert decoded_frames(out / "clips" / CLIP_FILE) == media.frames()
 
@@ -391,10 +391,22 @@ def test_an_object_replaced_in_the_source_keeps_the_copy_fetched_first(
         ("s3://ab/x", [], "'s3://ab/x': bucket name 'ab' must have 3 to 63 characters"),
         ("ftp://host/x", [], "'ftp://host/x': ftp:// is not supported: give a directory or s3://"),
         ("s3://a-bucket/x", ["--access-key-file", "k"], "give both --access-key-file and"),
+        (
+            "s3://a-bucket/x",
+            ["--access-key-file", "{tmp}/none", "--secret-key-file", "{tmp}/none"],
+            "--access-key-file: cannot read the secret file {tmp}/none: No such file",
+        ),
         ("{tmp}/nowhere", [], "{tmp}/nowhere is not a directory"),
         ("s3://{bucket}/", ["--endpoint", "{dead}", "--insecure"], "cannot list s3://{bucket}/"),
     ],
-    ids=["bad-bucket", "bad-scheme", "half-credentials", "no-directory", "unreachable"],
+    ids=[
+        "bad-bucket",
+        "bad-scheme",
+        "half-credentials",
+        "no-secret-file",
+        "no-directory",
+        "unreachable",
+    ],
 )
 def test_user_errors_exit_2_with_one_line(
     doorbell: Doorbell,

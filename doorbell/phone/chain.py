@@ -20,7 +20,8 @@ import itertools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple, Protocol
 
 from doorbell.phone.memory import (
     NOTHING,
@@ -33,24 +34,27 @@ from doorbell.phone.memory import (
 )
 from doorbell.phone.objects import ObjectSource, ObjectUnreadable
 from doorbell.phone.rules import (
+    DISCARD_REASONS,
     ObjectRejected,
+    announced_as,
     check_contents,
+    discard_reason_problem,
     epoch_rollback,
     stanza_mismatch,
 )
 from doorbell.sealing import (
+    RESERVATION_BLOCK,
     ZERO_PREV,
-    Envelope,
     Keyring,
     Kind,
     MalformedObject,
     NotARecipient,
     Reader,
     SealingError,
+    Suite,
     UntrustedDevice,
     object_name,
 )
-from doorbell.sealing.format import RESERVATION_BLOCK
 
 
 class Code(enum.StrEnum):
@@ -101,9 +105,9 @@ class Finding:
         return f"{self.where}: {self.message}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contents:
-    """What an opened object holds, minus its body (bodies are re-read on demand).
+    """What an opened object holds, minus its body (export keeps or re-reads bodies).
 
     A keyring object's body is small and needed for every other object: it is kept,
     parsed, as ``keyring``."""
@@ -115,16 +119,33 @@ class Contents:
     keyring: Keyring | None = None
 
 
-@dataclass
+class StanzaTag(NamedTuple):
+    """Whom one stanza is for: its suite and recipient tag, without the wrapped key."""
+
+    suite: Suite
+    tag: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
+    """One authentic object, as a small record: what the rules and export need of it, never
+    its bytes. Export is handed the body while the object is verified (`BodyKeeper`), or
+    reads it again from the source, by ``name``."""
+
     name: str
-    envelope: Envelope
+    device_id: bytes
+    seq: int
+    prev: bytes
+    chain_hash: bytes
+    stanzas: tuple[StanzaTag, ...]
     contents: Contents | None  # None: authentic, but not sealed to this phone (or rejected)
     rejected: bool = False  # authentic, but it breaks a rule: its contents are not used
 
-    @property
-    def seq(self) -> int:
-        return self.envelope.seq
+
+class BodyKeeper(Protocol):
+    """Takes the body of each object as it is opened, before verification lets it go."""
+
+    def keep(self, entry: Entry, body: memoryview) -> None: ...
 
 
 @dataclass
@@ -150,15 +171,21 @@ def verify_source(
     source: ObjectSource,
     reader: Reader,
     remembered: Mapping[bytes, Remembered] | None = None,
+    keeper: BodyKeeper | None = None,
 ) -> Verification:
-    """Verify and open every object in ``source``; keep metadata only, never bodies.
+    """Verify and open every object in ``source``, one at a time; keep a small record of
+    each (`Entry`), never its bytes, so memory does not grow with the footage.
 
     ``remembered`` is what this phone saw of each device before (`PhoneMemory.load`):
     objects it saw count as delivered even when absent here, and its newest keyring
-    is known. Nothing is written to it here: callers decide what to remember."""
+    is known. Nothing is written to it here: callers decide what to remember.
+
+    ``keeper`` is handed the body of every object that opened and passed the per-object
+    rules, in the order of ``entries``, so that an export needs no second read."""
     result = Verification()
+    devices: dict[bytes, bytes] = {}  # one copy of each device id for all its records
     for name in source.names():
-        entry = _read(source, reader, name, result)
+        entry = _read(source, reader, name, result, devices, keeper)
         if entry is not None:
             result.entries.append(entry)
     unreadable = sum(1 for e in result.entries if e.contents is None and not e.rejected)
@@ -172,17 +199,23 @@ def verify_source(
         )
     by_device: dict[bytes, list[Entry]] = defaultdict(list)
     for entry in result.entries:
-        by_device[entry.envelope.device_id].append(entry)
+        by_device[entry.device_id].append(entry)
     memory = remembered or {}
     for device_id, entries in by_device.items():
         _DeviceChain(entries, result, memory.get(device_id, NOTHING)).check()
     return result
 
 
-def _read(source: ObjectSource, reader: Reader, name: str, result: Verification) -> Entry | None:
+def _read(
+    source: ObjectSource,
+    reader: Reader,
+    name: str,
+    result: Verification,
+    devices: dict[bytes, bytes],
+    keeper: BodyKeeper | None,
+) -> Entry | None:
     try:
-        data = source.read(name)
-        envelope = reader.verify(data)
+        envelope = reader.verify(source.read(name))
     except ObjectUnreadable as exc:
         result.add(name, f"unreadable: {exc}", code=Code.UNREADABLE)
         return None
@@ -199,21 +232,32 @@ def _read(source: ObjectSource, reader: Reader, name: str, result: Verification)
     except SealingError as exc:
         result.add(name, f"tampered or forged: {exc}", code=Code.FORGED)
         return None
+    record = partial(
+        Entry,
+        name,
+        devices.setdefault(envelope.device_id, envelope.device_id),
+        envelope.seq,
+        envelope.prev,
+        envelope.chain_hash,
+        tuple(StanzaTag(stanza.suite, stanza.tag) for stanza in envelope.stanzas),
+    )
     try:
         opened = reader.open_envelope(envelope)
     except NotARecipient:
-        return Entry(name, envelope, None)
+        return record(None)
     except SealingError as exc:
         # Signed by the device, so its place in the chain is authentic; its payload is not usable.
         result.add(name, f"signed but does not open: {exc}", code=Code.UNOPENABLE)
-        return Entry(name, envelope, None, rejected=True)
+        return record(None, rejected=True)
     try:
         keyring = check_contents(opened)
     except ObjectRejected as exc:
         result.add(name, f"rejected: {exc}", code=Code.REJECTED)
-        return Entry(name, envelope, None, rejected=True)
-    contents = Contents(opened.kind, opened.time_us, opened.epoch, opened.meta, keyring)
-    return Entry(name, envelope, contents)
+        return record(None, rejected=True)
+    entry = record(Contents(opened.kind, opened.time_us, opened.epoch, opened.meta, keyring))
+    if keeper is not None:
+        keeper.keep(entry, opened.body)
+    return entry
 
 
 @dataclass(frozen=True)
@@ -222,7 +266,7 @@ class _Gap:
 
     first: int
     last: int
-    reason: str  # "restart", "quota" or an unconfirmed restart
+    reason: str  # "restart", "quota", "damaged" or an unconfirmed restart
     notice: int  # seq of the object that announced it
     bridge: bytes | None = None  # chain hash of object ``last``, for quota ranges
     confirmed: bool = True  # False: implied by an object this phone cannot open
@@ -244,7 +288,7 @@ class _DeviceChain:
         self.result = result
         self.memory = memory
         self.head: Head | None = memory.head
-        self.device_id = entries[0].envelope.device_id
+        self.device_id = entries[0].device_id
         self.device = f"device {self.device_id.hex()[:16]}"
         self.entries = entries
         self.unique: dict[int, Entry] = {}
@@ -291,7 +335,9 @@ class _DeviceChain:
         for seq, same in sorted(by_seq.items()):
             first = same[0]
             for other in same[1:]:
-                if other.envelope.data == first.envelope.data:
+                # Both signatures verified under one key, and Ed25519 signs deterministically:
+                # one chain hash (the hash of the signature) means the same bytes.
+                if other.chain_hash == first.chain_hash:
                     self.add(other.name, f"duplicate of {first.name} (seq {seq})", Code.DUPLICATE)
                 else:
                     self.forked.add(seq)
@@ -306,7 +352,7 @@ class _DeviceChain:
         head = self.head
         if head is not None and head.seq in self.unique:
             entry = self.unique[head.seq]
-            if entry.envelope.chain_hash != head.hash:
+            if entry.chain_hash != head.hash:
                 self.forked.add(head.seq)
                 self.add(
                     entry.name,
@@ -361,7 +407,7 @@ class _DeviceChain:
             if sealed_under is None:
                 continue  # an opened one is reported by _published; an inferred one cannot be
             entry = self.unique[seq]
-            mismatch = stanza_mismatch(entry.envelope, sealed_under[1])
+            mismatch = stanza_mismatch(entry, sealed_under[1])
             if mismatch is not None:
                 if inferred:
                     self.withheld.add(seq)
@@ -524,7 +570,7 @@ class _DeviceChain:
                     f"previous.hash is not the chain hash of seq {previous['seq']} "
                     "(the object at that seq was replaced, or the notice lies)"
                 )
-        if entry.envelope.prev != expect_prev:
+        if entry.prev != expect_prev:
             what = "32 zero bytes" if previous is None else "previous.hash"
             broken.append(f"its prev is not {what}")
         if (first, last) != (expect_first, seq - 1):
@@ -555,7 +601,7 @@ class _DeviceChain:
     def _hash_of(self, seq: int) -> bytes | None:
         entry = self.unique.get(seq)
         if entry is not None:
-            return entry.envelope.chain_hash
+            return entry.chain_hash
         if self.head is not None and self.head.seq == seq:
             return self.head.hash
         return None
@@ -563,13 +609,9 @@ class _DeviceChain:
     def _discarded(self, seq: int, meta: dict[str, Any]) -> None:
         entry = self.unique[seq]
         reason = meta["reason"]
-        if reason != "quota":
-            self.add(
-                entry.name,
-                f"discarded notice seq {seq}: reason {reason!r}; only 'quota' discards exist "
-                "(the device seals only what it delivers)",
-                Code.DISCARD,
-            )
+        problem = discard_reason_problem(reason)
+        if problem is not None:
+            self.add(entry.name, f"discarded notice seq {seq}: {problem}", Code.DISCARD)
             return
         ranges = sorted((item["first"], item["last"]) for item in meta["ranges"])
         for (first, last), (after, end) in itertools.pairwise(ranges):
@@ -599,8 +641,10 @@ class _DeviceChain:
                     f"the chain hash of seq {last}",
                     Code.DISCARD,
                 )
-            self._evicted_but_known(entry, seq, first, last)
-            self.gaps.append(_Gap(first, last, "quota", seq, bridge))
+            if reason == "quota":
+                # A damaged file can be of any kind, and a faster sink may hold it.
+                self._evicted_but_known(entry, seq, first, last)
+            self.gaps.append(_Gap(first, last, reason, seq, bridge))
 
     def _evicted_but_known(self, entry: Entry, seq: int, first: int, last: int) -> None:
         low = bisect.bisect_left(self.present, first)
@@ -632,7 +676,7 @@ class _DeviceChain:
 
     def _links(self) -> None:
         bridges = {g.last: g for g in self.gaps if g.bridge is not None}
-        by_hash = {self.unique[s].envelope.chain_hash: s for s in self.present}
+        by_hash = {self.unique[s].chain_hash: s for s in self.present}
         head = self.head
         if head is not None:
             by_hash.setdefault(head.hash, head.seq)
@@ -656,7 +700,7 @@ class _DeviceChain:
                     )
                 continue
             entry = self.unique[seq]
-            prev = entry.envelope.prev
+            prev = entry.prev
             if seq == 0:
                 if prev != ZERO_PREV:
                     message = "chain: seq 0 must start the chain (prev all zero)"
@@ -766,13 +810,13 @@ class _DeviceChain:
         widest: _Gap | None = None  # of all ranges so far, the one reaching furthest
         widest_other: _Gap | None = None  # the same, among ranges that may not overlap at all
         for gap in ordered:
-            strict = gap.reason != "quota"
+            strict = gap.reason not in DISCARD_REASONS
             for earlier in (widest_other, widest):
                 if earlier is None or gap.first > earlier.last:
                     continue
-                if not strict and earlier.reason == "quota" and earlier.notice == gap.notice:
+                again = not strict and earlier.reason in DISCARD_REASONS
+                if again and earlier.notice == gap.notice:
                     break  # one notice's own ranges: _discarded reports those
-                again = not strict and earlier.reason == "quota"
                 self.add(
                     self.device,
                     f"range {gap.first}..{gap.last} announced by seq {gap.notice} overlaps "
@@ -834,7 +878,7 @@ class _DeviceChain:
                 else:
                     self.add(
                         self.device,
-                        f"{span} announced as {gap.reason}",
+                        f"{span} {announced_as(gap.reason)}",
                         Code.ANNOUNCED,
                         problem=False,
                     )
@@ -921,12 +965,13 @@ class _DeviceChain:
         if not quota:
             return
         evicted = Intervals([(g.first, g.last) for g in quota])
+        ranges = _GapIndex(quota)
         clips, segments = self._clip_plan()
         continuous = self._continuous(clips, segments, evicted)
         for clip in clips.values():
             listed = segments.get(clip.stream, [])
             for low, high, indexes in self._evicted_runs(clip, listed, evicted):
-                survivor = self._survivor(low, high, quota, continuous)
+                survivor = self._survivor(low, high, ranges, continuous)
                 if survivor is not None:
                     notice, kept = survivor
                     self.add(
@@ -1005,13 +1050,12 @@ class _DeviceChain:
         return absent
 
     def _survivor(
-        self, below: int, above: int, quota: list[_Gap], continuous: list[int]
+        self, below: int, above: int, quota: _GapIndex, continuous: list[int]
     ) -> tuple[int, int] | None:
         """(notice, continuous seq) proving the order was violated, whichever quota range
         between ``below`` and ``above`` the evicted segment was in; None if any leaves doubt."""
-        candidates = [g for g in quota if g.first < above and g.last > below]
         proof = None
-        for gap in candidates:
+        for gap in quota.overlapping(below + 1, above - 1):
             # The object whose spooling forced the eviction is sealed just before the notice
             # (keyring objects may come between) and was never evictable itself.
             forcing = self._forcing(gap.notice)
@@ -1037,7 +1081,7 @@ class _DeviceChain:
         head = None
         for seq in reversed(self.present):
             if seq not in self.forked:
-                head = Head(seq, self.unique[seq].envelope.chain_hash)
+                head = Head(seq, self.unique[seq].chain_hash)
                 break
         keyring = None
         for seq in reversed(self.present):
@@ -1080,21 +1124,59 @@ class Intervals:
 
 
 class _GapIndex:
-    """Announced gaps sorted by first number, for lookups by bisection (they may overlap:
-    that is reported, and any covering gap then serves)."""
+    """Announced gaps sorted by first number, for lookups in logarithmic time however many
+    there are and however they overlap (overlaps are reported; any covering gap then serves).
+
+    A max-tree over the gaps' last numbers answers "the last gap, in order of first number,
+    that starts at or before n and reaches n" without walking the gaps in between."""
 
     def __init__(self, gaps: list[_Gap]) -> None:
         self._gaps = sorted(gaps, key=lambda g: g.first)
         self._firsts = [g.first for g in self._gaps]
-        self._reach = list(itertools.accumulate((g.last for g in self._gaps), max))
+        self._leaves = 1
+        while self._leaves < len(self._gaps):
+            self._leaves *= 2
+        reach = [-1] * (2 * self._leaves)  # node i: the furthest last number below it
+        reach[self._leaves : self._leaves + len(self._gaps)] = [g.last for g in self._gaps]
+        for node in range(self._leaves - 1, 0, -1):
+            reach[node] = max(reach[2 * node], reach[2 * node + 1])
+        self._reach = reach
 
     def covering(self, seq: int) -> _Gap | None:
+        """The gap holding ``seq`` that starts last, or None."""
         at = bisect.bisect_right(self._firsts, seq) - 1
-        while at >= 0 and self._reach[at] >= seq:
-            if self._gaps[at].last >= seq:
-                return self._gaps[at]
-            at -= 1
-        return None
+        found = self._rightmost(1, 0, self._leaves, at, seq) if at >= 0 else None
+        return None if found is None else self._gaps[found]
+
+    def _rightmost(self, node: int, low: int, high: int, at: int, seq: int) -> int | None:
+        """The highest gap index up to ``at``, among ``node``'s (``low``..``high`` - 1),
+        whose gap reaches ``seq``."""
+        if low > at or self._reach[node] < seq:
+            return None
+        if high - low == 1:
+            return low
+        middle = (low + high) // 2
+        found = self._rightmost(2 * node + 1, middle, high, at, seq)
+        return found if found is not None else self._rightmost(2 * node, low, middle, at, seq)
+
+    def overlapping(self, first: int, last: int) -> list[_Gap]:
+        """The gaps sharing a number with first..last, in order of first number."""
+        upto = bisect.bisect_right(self._firsts, last) - 1
+        found: list[int] = []
+        self._reaching(1, 0, self._leaves, upto, first, found)
+        return [self._gaps[index] for index in found]
+
+    def _reaching(
+        self, node: int, low: int, high: int, upto: int, first: int, found: list[int]
+    ) -> None:
+        if low > upto or self._reach[node] < first:
+            return
+        if high - low == 1:
+            found.append(low)
+            return
+        middle = (low + high) // 2
+        self._reaching(2 * node, low, middle, upto, first, found)
+        self._reaching(2 * node + 1, middle, high, upto, first, found)
 
     def next_first(self, seq: int) -> int | None:
         """The first number of the nearest gap starting after ``seq``."""

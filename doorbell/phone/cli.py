@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from doorbell.phone.chain import verify_source
-from doorbell.phone.export import export_clips
+from doorbell.phone.export import verify_and_export
 from doorbell.phone.home import PhoneHome, default_home
-from doorbell.phone.objects import DirectorySource
+from doorbell.phone.objects import NOT_AN_OBJECT_NAME, DirectorySource
 from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3SourceError
 from doorbell.phone.sync import SyncError, open_source, sync
 from doorbell.phone.watch import WatchError, WatchOptions, watch
@@ -158,7 +158,7 @@ def _verify(home: PhoneHome, args: argparse.Namespace) -> int:
     # someone else) must not change what this phone expects of its doorbells.
     result = verify_source(source, reader, home.memory().load())
     for name in source.ignored:
-        print(f"note   {name}: not a .sealed file, ignored")
+        print(f"note   {name}: {NOT_AN_OBJECT_NAME}, ignored")
     for finding in result.findings:
         print(f"{'FAIL' if finding.problem else 'note'}   {finding}")
     total = len(result.entries) + sum(
@@ -174,14 +174,15 @@ def _verify(home: PhoneHome, args: argparse.Namespace) -> int:
 def _export(home: PhoneHome, args: argparse.Namespace) -> int:
     source = DirectorySource(args.path)
     reader = home.reader()
-    result = verify_source(source, reader, home.memory().load())
-    for finding in result.problems:
-        print(f"skipped  {finding}")
     try:
-        report = export_clips(source, reader, result, args.out)
+        result, report = verify_and_export(source, reader, home.memory().load(), args.out)
     except OSError as exc:
         print(f"doorbell-phone: cannot write to {args.out}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    for name in source.ignored:
+        print(f"note     {name}: {NOT_AN_OBJECT_NAME}, ignored")
+    for finding in result.problems:
+        print(f"skipped  {finding}")
     for clip in report.clips:
         extra = f", snapshot {clip.snapshot.name}" if clip.snapshot else ""
         print(
@@ -236,8 +237,8 @@ def _sync(home: PhoneHome, args: argparse.Namespace) -> int:
         f"fetched  {len(report.fetched)} new object(s) from {report.source} "
         f"({report.present} already here)"
     )
-    for name in report.ignored:
-        print(f"ignored  {name}: not a sealed object")
+    for finding in report.ignored:
+        print(f"ignored  {finding}")
     for finding in [*report.problems, *report.unexplained]:
         print(f"FAIL     {finding}")
     for finding in report.announced:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,12 @@ from doorbell.sealing import (
     RecipientPrivateKey,
     SealingError,
     Suite,
+    check_canonical_ed25519_key,
+    loads_strict,
     read_key_file,
     save_key_file,
     write_atomic,
 )
-from doorbell.sealing.format import loads_strict
-from doorbell.sealing.reader import check_canonical_ed25519_key
 
 IDENTITY = "identity.key"
 TRUSTED = "trusted.json"
@@ -53,7 +54,7 @@ class PhoneHome:
         if self.identity_path.exists():
             raise KeyFileError(f"{self.identity_path} already exists; this phone already has a key")
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._private()
         except OSError as exc:
             raise KeyFileError(f"cannot create {self.directory}: {exc.strerror}") from None
         identity = RecipientPrivateKey.generate(suite)
@@ -105,11 +106,19 @@ class PhoneHome:
         devices.append(TrustedDevice(name, key))
         document = {"devices": [{"name": d.name, "key": d.key.to_string()} for d in devices]}
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._private()
             write_atomic(self.directory / TRUSTED, json.dumps(document, indent=2).encode())
         except OSError as exc:
             raise KeyFileError(f"cannot write {self.directory / TRUSTED}: {exc.strerror}") from None
         return True
+
+    def _private(self) -> None:
+        """Make the directory 0700, and take back what others could reach in one this phone
+        owns already (made by hand, or under a loose umask): it holds the phone's key."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self.directory.stat()
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            self.directory.chmod(stat.S_IMODE(info.st_mode) & 0o700)
 
     def memory(self) -> PhoneMemory:
         """What this phone has seen of each doorbell (``seen.json``)."""

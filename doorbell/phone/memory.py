@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,8 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from doorbell.sealing import KeyFileError, Keyring, SealingError, write_atomic
-from doorbell.sealing.format import loads_strict
+from doorbell.common.locks import hold_lock
+from doorbell.sealing import KeyFileError, Keyring, SealingError, loads_strict, write_atomic
 
 MEMORY = "seen.json"
 LOCK = ".seen.lock"
@@ -174,11 +173,10 @@ class PhoneMemory:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:
-            handle = open(self.directory / LOCK, "ab")  # noqa: SIM115 - held for the update
+            handle = hold_lock(self.directory / LOCK, wait=True)
         except OSError as exc:
             raise KeyFileError(f"cannot open {self.directory / LOCK}: {exc.strerror}") from None
         with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
 

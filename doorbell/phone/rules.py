@@ -6,13 +6,42 @@ message from the broker: one implementation of FORMAT.md sections 4.1 and 7 for 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from doorbell.phone.memory import KnownKeyring
-from doorbell.sealing import Envelope, Keyring, Kind, Opened, SealingError
-from doorbell.sealing.format import check_meta, recipient_tag
+from doorbell.sealing import (
+    Keyring,
+    Kind,
+    Opened,
+    SealingError,
+    Suite,
+    check_meta,
+    recipient_tag,
+)
 
 
 class ObjectRejected(SealingError):
     """An authentic object that breaks a payload rule: no part of it may be used."""
+
+
+# FORMAT.md section 4.1: why a ``discarded`` notice may let numbers go, and how a phone
+# reports the numbers of its ranges. "quota": evicted to stay within the spool's quota;
+# "damaged": the spooled file was found damaged, so it never reached this copy.
+DISCARD_REASONS = {"quota": "announced as quota", "damaged": "announced: damaged on the doorbell"}
+
+
+def discard_reason_problem(reason: str) -> str | None:
+    """Why a ``discarded`` notice's ``reason`` is not one a device gives, or None."""
+    if reason in DISCARD_REASONS:
+        return None
+    known = " and ".join(repr(r) for r in DISCARD_REASONS)
+    return f"reason {reason!r}; only {known} discards exist"
+
+
+def announced_as(reason: str) -> str:
+    """How a phone reports a range announced for ``reason`` (a discard, or a restart)."""
+    return DISCARD_REASONS.get(reason, f"announced as {reason}")
 
 
 def check_contents(opened: Opened) -> Keyring | None:
@@ -39,7 +68,30 @@ def check_contents(opened: Opened) -> Keyring | None:
     return keyring
 
 
-def stanza_mismatch(envelope: Envelope, keyring: Keyring) -> str | None:
+class Addressed(Protocol):
+    """What the stanza rule reads of an object: an `Envelope`, or the phone's record of one."""
+
+    @property
+    def device_id(self) -> bytes: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def stanzas(self) -> Sequence[AddressedStanza]: ...
+
+
+class AddressedStanza(Protocol):
+    """What the stanza rule reads of one stanza: its suite and recipient tag."""
+
+    @property
+    def suite(self) -> Suite: ...
+
+    @property
+    def tag(self) -> bytes: ...
+
+
+def stanza_mismatch(envelope: Addressed, keyring: Keyring) -> str | None:
     """Why the object's stanzas are not exactly one per recipient of ``keyring``, or None.
 
     Every phone has every recipient's public key, so it can compute every recipient's

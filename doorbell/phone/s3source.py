@@ -8,20 +8,23 @@ sealed object is ever downloaded.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
-import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-from xml.etree.ElementTree import ParseError
 
-import certifi
-import urllib3
-from minio import Minio
-from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
-from urllib3.util import Retry, Timeout
+from urllib3.util import Retry
 
-from doorbell.phone.objects import ObjectUnreadable
+from doorbell.common.s3client import FAILURES, failure_reason, s3_client
+from doorbell.phone.objects import (
+    Digest,
+    Guarded,
+    ObjectUnreadable,
+    Writer,
+    copy_bounded,
+    shown,
+)
 from doorbell.sealing import MAX_OBJECT
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ DEFAULT_ENDPOINT = "s3.amazonaws.com"
 # S3 keys are at most 1024 bytes; the object name itself takes 44.
 MAX_PREFIX = 512
 
-_FAILURES = (MinioException, urllib3.exceptions.HTTPError, OSError, ParseError, ValueError)
+_FAILURES = (*FAILURES, ValueError)
 
 
 class S3SourceError(Exception):
@@ -82,9 +85,10 @@ class S3Source:
     """The ``*.sealed`` objects directly under ``s3://bucket/prefix``, as an ObjectSource.
 
     ``sizes`` holds the size the listing gave for each name, so a sync can skip what it
-    already has without a request per object. Requests time out after 5 s (connect)
-    and 30 s (between bytes); a refused connection is not retried, so an unreachable
-    endpoint is reported at once, while a server's passing 5xx is retried twice.
+    already has without a request per object; ``ignored`` the other names, escaped.
+    Requests time out after 5 s (connect) and 30 s (between bytes); a refused connection
+    is not retried, so an unreachable endpoint is reported at once, while a server's
+    passing 5xx is retried twice.
     """
 
     def __init__(
@@ -104,25 +108,19 @@ class S3Source:
                 f"endpoint {endpoint!r}: give HOST or HOST:PORT, without a scheme or path "
                 "(plain http is --insecure)"
             )
-        self._http = urllib3.PoolManager(
-            timeout=Timeout(connect=5.0, read=30.0),
-            retries=Retry(total=2, connect=0, backoff_factor=0.5, status_forcelist=(502, 503, 504)),
-            maxsize=2,
-            cert_reqs="CERT_REQUIRED",
-            # A self-hosted endpoint with its own CA is trusted the way minio would.
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        )
         try:
-            self._client = Minio(
+            self._client, self._http = s3_client(
                 endpoint,
                 access_key=access_key,
                 secret_key=secret_key,
                 secure=secure,
                 region=region,
-                http_client=self._http,
+                # A refused connection is reported at once; a passing 5xx is retried twice.
+                retries=Retry(
+                    total=2, connect=0, backoff_factor=0.5, status_forcelist=(502, 503, 504)
+                ),
             )
         except ValueError as exc:
-            self._http.clear()
             raise S3SourceError(f"endpoint {endpoint!r}: {exc}") from None
         self.sizes: dict[str, int] = {}
         self.etags: dict[str, str] = {}
@@ -141,15 +139,15 @@ class S3Source:
                 key = item.object_name or ""
                 name = key.removeprefix(location.prefix)
                 if item.is_dir or not key.startswith(location.prefix):
-                    self.ignored.append(name)
+                    self.ignored.append(shown(name))
                 elif name.endswith(".sealed") and "/" not in name and isinstance(item.size, int):
                     self.sizes[name] = item.size
                     self.etags[name] = (item.etag or "").strip('"').lower()
                 else:
-                    self.ignored.append(name)
+                    self.ignored.append(shown(name))
         except _FAILURES as exc:
             raise S3SourceError(
-                f"cannot list {location.url} at {self.endpoint}: {_reason(exc)}"
+                f"cannot list {location.url} at {self.endpoint}: {failure_reason(exc)}"
             ) from None
         log.debug(
             "%s: %d sealed object(s), %d other name(s)",
@@ -160,6 +158,14 @@ class S3Source:
         return sorted(self.sizes)
 
     def read(self, name: str) -> bytes:
+        buffer = io.BytesIO()
+        self.copy(name, buffer)
+        return buffer.getvalue()
+
+    def copy(self, name: str, out: Writer) -> int:
+        """Write object ``name`` into ``out`` as it arrives; returns its size. Refused, having
+        read at most one byte more, when larger than any sealed object, whatever the listing
+        or the headers claimed."""
         key = self.location.prefix + name
         listed = self.sizes.get(name)
         if listed is not None and listed > MAX_OBJECT:
@@ -167,21 +173,12 @@ class S3Source:
         try:
             response = self._client.get_object(self.location.bucket, key)
         except _FAILURES as exc:
-            raise ObjectUnreadable(f"cannot fetch: {_reason(exc)}") from None
+            raise ObjectUnreadable(f"cannot fetch: {failure_reason(exc)}") from None
         try:
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > MAX_OBJECT:
                 raise ObjectUnreadable(f"{declared} bytes, larger than any sealed object")
-            # Read one byte past the limit at most: that tells a body too large from one
-            # that fits, whatever the headers claimed, without holding more than that.
-            data = bytearray()
-            while chunk := response.read(min(1 << 20, MAX_OBJECT + 1 - len(data))):
-                data += chunk
-                if len(data) > MAX_OBJECT:
-                    raise ObjectUnreadable("larger than any sealed object")
-            return bytes(data)
-        except _FAILURES as exc:
-            raise ObjectUnreadable(f"cannot fetch: {_reason(exc)}") from None
+            return copy_bounded(Guarded(response, _FAILURES, _cannot_fetch), out)
         finally:
             response.close()
             response.release_conn()
@@ -199,31 +196,18 @@ class S3Source:
         The device stores each object with one PUT, so a plain bucket's ETag is the MD5 of
         its bytes, which the listing gave: no request. An ETag that is no MD5 of ``data``
         (another upload, or a bucket encrypting with its own keys) is settled by fetching
-        the object and comparing the bytes."""
+        the object, as it arrives, and comparing digests."""
         if self.sizes.get(name) != len(data):
             return False
         if self.etags.get(name) == hashlib.md5(data, usedforsecurity=False).hexdigest():
             return True
-        return self.read(name) == data
+        digest = Digest()
+        self.copy(name, digest)
+        return digest.matches(data)
 
     def close(self) -> None:
         self._http.clear()
 
 
-def _reason(exc: BaseException) -> str:
-    """One readable line: the server's error, or the operating system's words for the
-    network failure rather than urllib3's nested wrappers."""
-    if isinstance(exc, S3Error):
-        return f"{exc.code}: {exc.message}"
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-        if isinstance(cause, TimeoutError):
-            return "timed out"
-        # urllib3 keeps the error it gave up on in `reason`, Python in the chain.
-        reason = getattr(cause, "reason", None)
-        cause = (
-            reason if isinstance(reason, BaseException) else cause.__cause__ or cause.__context__
-        )
-    return str(exc)
+def _cannot_fetch(exc: Exception) -> str:
+    return f"cannot fetch: {failure_reason(exc)}"

@@ -2,8 +2,11 @@
 
 The copy lives in one directory:
 
-- ``objects/``: every sealed object fetched so far, each written atomically, so an
-  interrupted sync leaves whole objects only and the next run simply continues;
+- ``objects/``: every sealed object fetched so far. Each is fetched into a temporary
+  file (never more than the largest sealed object), kept only once its signature
+  verifies and its header matches its name, and then renamed into place: junk placed
+  under an object's name is never kept, so the real object is fetched once it arrives,
+  and an interrupted sync leaves whole objects only;
 - ``clips/``: the exported ``.mp4`` files (and snapshots);
 - ``sync-state.json``: which clips were exported, and whether they were whole then,
   so a clip is exported once, and again only when more of an unfinished one arrives.
@@ -12,7 +15,6 @@ The copy lives in one directory:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -22,15 +24,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from doorbell.config.errors import ConfigError
-from doorbell.config.secret import read_secret
-from doorbell.phone.chain import Code, Entry, Finding, Verification, verify_source
-from doorbell.phone.export import Clip, ExportedClip, export_clips, plan_clips
+from doorbell.common.locks import LockBusy, hold_lock
+from doorbell.common.s3auth import (
+    ACCESS_KEY_ENV,
+    SECRET_KEY_ENV,
+    MissingCredentials,
+    s3_credentials,
+)
+from doorbell.common.secrets import SecretFileError
+from doorbell.phone.chain import Code, Finding, Verification, verify_source
+from doorbell.phone.export import ClipExporter, ExportedClip, ExportReport
 from doorbell.phone.memory import NOTHING, PhoneMemory, Remembered
-from doorbell.phone.objects import DirectorySource, ObjectUnreadable
+from doorbell.phone.objects import (
+    NOT_AN_OBJECT_NAME,
+    OBJECT_NAME,
+    Digest,
+    DirectorySource,
+    ObjectUnreadable,
+    Writer,
+    shown,
+)
 from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3Source, parse_s3_url
-from doorbell.sealing import Kind, Reader, write_atomic
-from doorbell.sealing.format import loads_strict
+from doorbell.sealing import (
+    Reader,
+    SealingError,
+    loads_strict,
+    object_name,
+    sync_directory,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +61,9 @@ CLIPS = "clips"
 STATE = "sync-state.json"
 LOCK = ".sync.lock"
 STATE_VERSION = 1
-ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
-
-# The only names ever written into objects/: what the sealer names objects, so a
-# hostile listing cannot choose a path ("../x", "clips/y") or fill the folder with junk.
-OBJECT_NAME = re.compile(r"[0-9a-f]{16}-[0-9]{20}\.sealed")
-# Leftovers of an interrupted run: write_atomic's temporaries and export's partial clips.
-_LEFTOVER = re.compile(r"\..+\.(\d+\.tmp|mp4\.part)")
+# Leftovers of an interrupted run: fetches and write_atomic's temporaries, and export's
+# partial clips and snapshots.
+_LEFTOVER = re.compile(r"\..+\.(\d+\.tmp|mp4\.part|jpg\.part)")
 
 
 class SyncError(Exception):
@@ -54,14 +71,15 @@ class SyncError(Exception):
 
 
 class SyncSource(Protocol):
-    """An ObjectSource that can also tell whether it still holds exactly some bytes, and
-    lists the names it passed over."""
+    """Where sync fetches from: lists names, copies one object at a time into a file
+    (bounded by the largest sealed object), and tells whether it still holds exactly some
+    bytes. ``ignored`` lists, escaped, the names it passed over."""
 
     ignored: list[str]
 
     def names(self) -> list[str]: ...
 
-    def read(self, name: str) -> bytes: ...
+    def copy(self, name: str, out: Writer) -> int: ...
 
     def describe(self, name: str) -> str: ...
 
@@ -79,7 +97,9 @@ class LocalSource(DirectorySource):
                 return False
         except OSError as exc:
             raise ObjectUnreadable(f"cannot read: {exc.strerror or exc}") from None
-        return self.read(name) == data
+        digest = Digest()
+        self.copy(name, digest)
+        return digest.matches(data)
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,7 @@ class SyncReport:
     objects: Path
     fetched: list[str] = field(default_factory=list)
     present: int = 0
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[Finding] = field(default_factory=list)  # names passed over, escaped
     fetch_problems: list[Finding] = field(default_factory=list)
     verification: Verification = field(default_factory=Verification)
     clips: list[ExportedClip] = field(default_factory=list)
@@ -172,21 +192,18 @@ def _credentials(
 ) -> tuple[str, str]:
     if (access_key_file is None) != (secret_key_file is None):
         raise SyncError("give both --access-key-file and --secret-key-file, or neither")
+    files = None
     if access_key_file is not None and secret_key_file is not None:
-        try:
-            return (
-                read_secret(access_key_file, "--access-key-file"),
-                read_secret(secret_key_file, "--secret-key-file"),
-            )
-        except ConfigError as exc:
-            raise SyncError(str(exc)) from None
-    access_key, secret_key = environ.get(ACCESS_KEY_ENV), environ.get(SECRET_KEY_ENV)
-    if not access_key or not secret_key:
+        files = ((access_key_file, "--access-key-file"), (secret_key_file, "--secret-key-file"))
+    try:
+        return s3_credentials(files, environ)
+    except SecretFileError as exc:
+        raise SyncError(str(exc)) from None
+    except MissingCredentials:
         raise SyncError(
             "no S3 credentials: give --access-key-file and --secret-key-file, "
             f"or set {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}"
-        )
-    return access_key, secret_key
+        ) from None
 
 
 def sync(
@@ -199,16 +216,17 @@ def sync(
     problem, and what this sync verified is remembered for the next run."""
     objects, clips = out_dir / OBJECTS, out_dir / CLIPS
     try:
-        objects.mkdir(parents=True, exist_ok=True)
-        clips.mkdir(exist_ok=True)
+        # Only this phone's user: sealed objects reveal sizes and times, clips are footage.
+        for directory in (out_dir, objects, clips):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise SyncError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     with _exclusive(out_dir / LOCK):
         _remove_leftovers(objects)
         _remove_leftovers(clips)
         report = SyncReport(source.describe(""), objects)
-        listed = _fetch(source, objects, report)
         local = DirectorySource(objects)
+        listed = _fetch(source, local, reader, report)
         remembered = memory.load() if memory is not None else {}
         report.verification = verify_source(local, reader, remembered)
         _deleted_from_source(source, report, listed)
@@ -228,7 +246,7 @@ def _deleted_from_source(source: SyncSource, report: SyncReport, listed: set[str
     The device never deletes from a sink that took an object (quota evicts only from its
     own queues), so each one is a deletion in the bucket, announced or not."""
     for entry in report.verification.entries:
-        if entry.name not in listed and OBJECT_NAME.fullmatch(entry.name):
+        if entry.name not in listed:
             report.verification.add(
                 source.describe(entry.name),
                 f"seq {entry.seq} was fetched by an earlier sync and is no longer there: "
@@ -251,7 +269,7 @@ def _newest_missing(
     newest: dict[bytes, int] = {}
     fetched: set[tuple[bytes, int]] = set()
     for entry in verification.entries:
-        device = entry.envelope.device_id
+        device = entry.device_id
         newest.setdefault(device, -1)
         fetched.add((device, entry.seq))
         if entry.name in listed:
@@ -274,14 +292,12 @@ def _newest_missing(
 def _exclusive(path: Path) -> Iterator[None]:
     """One sync per directory at a time: a second one would race on the same files."""
     try:
-        handle = open(path, "ab")  # noqa: SIM115 - held for the whole sync
+        handle = hold_lock(path, wait=False)
     except OSError as exc:
         raise SyncError(f"cannot open {path}: {exc.strerror or exc}") from None
+    except LockBusy:
+        raise SyncError(f"another sync is writing to {path.parent}") from None
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SyncError(f"another sync is writing to {path.parent}") from None
         yield
 
 
@@ -293,80 +309,148 @@ def _remove_leftovers(directory: Path) -> None:
             path.unlink()
 
 
-def _fetch(source: SyncSource, objects: Path, report: SyncReport) -> set[str]:
-    """Copy what ``objects`` lacks; returns the object names the source lists now."""
+def _fetch(
+    source: SyncSource, local: DirectorySource, reader: Reader, report: SyncReport
+) -> set[str]:
+    """Copy what ``local`` lacks; returns the object names the source lists now.
+
+    Only FORMAT.md section 8 names of the doorbells this phone trusts become paths; every
+    other name is reported, escaped, and left alone."""
     names = source.names()
-    report.ignored.extend(source.ignored)
+    report.ignored.extend(Finding(name, NOT_AN_OBJECT_NAME, False) for name in source.ignored)
+    trusted = {device.device_id.hex()[:16] for device in reader.devices}
     listed = set()
     for name in names:
-        if not OBJECT_NAME.fullmatch(name):
-            report.ignored.append(name)
+        match = OBJECT_NAME.fullmatch(name)
+        if match is None:
+            report.ignored.append(Finding(shown(name), NOT_AN_OBJECT_NAME, False))
+            continue
+        if match["device"] not in trusted:
+            report.ignored.append(
+                Finding(name, "named for a doorbell this phone does not trust", False)
+            )
             continue
         listed.add(name)
-        target = objects / name
-        try:
-            have: bytes | None = target.read_bytes()
-        except FileNotFoundError:
-            have = None
-        except OSError as exc:
-            raise SyncError(f"cannot read {target}: {exc.strerror or exc}") from None
-        if have is not None:
+        damaged = None
+        if os.path.lexists(local.directory / name):
             try:
-                same = source.holds(name, have)
+                have = local.read(name)
             except ObjectUnreadable as exc:
-                report.fetch_problems.append(
-                    Finding(source.describe(name), f"not compared with this copy: {exc}")
-                )
-                continue
-            if same:
-                report.present += 1
+                damaged = str(exc)
             else:
-                # Writes here are atomic, so the source changed: sealed objects never do.
-                # The copy fetched earlier is the evidence; it is kept.
-                report.fetch_problems.append(
-                    Finding(
-                        source.describe(name),
-                        "differs from the copy fetched earlier: replaced in the source; "
-                        "kept the earlier copy",
-                    )
+                damaged = _compare(source, reader, name, have, report)
+                if damaged is None:
+                    continue
+        problem = _fetch_one(source, reader, local.directory, name)
+        if problem is not None:
+            report.fetch_problems.append(Finding(source.describe(name), problem))
+        elif damaged is not None:
+            # Kept copies were verified when fetched: this one changed on this phone since.
+            report.fetch_problems.append(
+                Finding(
+                    local.describe(name),
+                    f"the copy fetched earlier does not verify ({damaged}): altered since it "
+                    "was fetched; replaced with the source's, which verifies",
                 )
-            continue
-        try:
-            data = source.read(name)
-        except ObjectUnreadable as exc:
-            report.fetch_problems.append(Finding(source.describe(name), f"not fetched: {exc}"))
-            continue
+            )
+        else:
+            report.fetched.append(name)
+            log.debug("fetched %s", source.describe(name))
+    return listed
+
+
+def _compare(
+    source: SyncSource, reader: Reader, name: str, have: bytes, report: SyncReport
+) -> str | None:
+    """Check the copy kept earlier against the source. Returns why the copy here is not
+    authentic (to be fetched again), or None when nothing is to be fetched."""
+    try:
+        same = source.holds(name, have)
+    except ObjectUnreadable as exc:
+        report.fetch_problems.append(
+            Finding(source.describe(name), f"not compared with this copy: {exc}")
+        )
+        return None
+    if same:
+        report.present += 1
+        return None
+    damaged = _not_authentic(reader, name, have)
+    if damaged is None:
+        # Sealed objects never change, and the copy here is the authentic one: the source
+        # changed. The copy fetched earlier is the evidence; it is kept.
+        report.fetch_problems.append(
+            Finding(
+                source.describe(name),
+                "differs from the copy fetched earlier: replaced in the source; "
+                "kept the earlier copy",
+            )
+        )
+    return damaged
+
+
+def _fetch_one(source: SyncSource, reader: Reader, objects: Path, name: str) -> str | None:
+    """Fetch ``name`` into a temporary file, verify it, and only then rename it into place.
+    Returns why it was not kept (it is fetched again next time), or None."""
+    target = objects / name
+    temporary = objects / f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             # Ciphertext, readable by other apps on purpose, as the local sink writes it.
-            write_atomic(target, data, mode=0o644)
-        except OSError as exc:
-            raise SyncError(f"cannot write {target}: {exc.strerror or exc}") from None
-        report.fetched.append(name)
-        log.debug("fetched %s", source.describe(name))
-    return listed
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                source.copy(name, out)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        data = temporary.read_bytes()
+        problem = _not_authentic(reader, name, data)
+        if problem is not None:
+            temporary.unlink()
+            return f"not kept: {problem}; fetched again on the next sync"
+        os.replace(temporary, target)
+        sync_directory(objects)
+    except ObjectUnreadable as exc:
+        temporary.unlink(missing_ok=True)
+        return f"not fetched: {exc}"
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise SyncError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return None
+
+
+def _not_authentic(reader: Reader, name: str, data: bytes) -> str | None:
+    """Why ``data`` is not the object ``name`` names, signed by its doorbell; None if it is."""
+    try:
+        envelope = reader.verify(data)
+    except SealingError as exc:
+        return f"{exc.__class__.__name__}: {exc}"
+    expected = object_name(envelope.device_id, envelope.seq)
+    if expected != name:
+        return f"holds seq {envelope.seq}, whose name is {expected}"
+    return None
 
 
 def _export(source: DirectorySource, reader: Reader, out_dir: Path, report: SyncReport) -> None:
     state_path = out_dir / STATE
     records = _load_state(state_path)
-    entries = report.verification.entries
-    for clip in plan_clips(report.verification):
-        members = _members(entries, clip)
-        available = len({_index(e) for e in members if _index(e) is not None})
+    exporter = ClipExporter(source, reader, report.verification, out_dir / CLIPS)
+    for clip in exporter.clips:
+        available = exporter.present(clip)
         ended = bool(clip.types) and clip.last_index is not None
         before = records.get(clip.clip_id)
         if before is not None:
             grown = available > before.segments or (ended and not before.ended)
             if before.complete or not grown:
                 continue
+        exported = ExportReport()
         try:
-            exported = export_clips(source, reader, Verification(entries=members), out_dir / CLIPS)
+            clip_file = exporter.export(clip, exported)
         except OSError as exc:
             raise SyncError(f"cannot write to {out_dir / CLIPS}: {exc.strerror or exc}") from None
         report.export_notes.extend(exported.skipped)
-        if not exported.clips:
+        if clip_file is None:
             continue  # nothing written (no init yet): tried again next time
-        (clip_file,) = exported.clips
         whole = clip.last_index is not None and clip_file.segments == (
             clip.last_index - clip.first_index + 1
         )
@@ -382,41 +466,6 @@ def _export(source: DirectorySource, reader: Reader, out_dir: Path, report: Sync
             clip_file.path.name, available, ended, ended and whole and not exported.skipped
         )
         _save_state(state_path, records)
-
-
-def _members(entries: list[Entry], clip: Clip) -> list[Entry]:
-    """The entries ``export_clips`` needs to plan and write this clip and no other."""
-    picked = []
-    for entry in entries:
-        contents = entry.contents
-        if contents is None:
-            continue
-        meta = contents.meta
-        if contents.kind is Kind.INIT:
-            wanted = meta.get("stream") == clip.stream
-        elif contents.kind in (Kind.EVENT, Kind.NOTICE):
-            wanted = bool(clip.types) and meta.get("clip") == clip.clip_id
-        elif contents.kind is Kind.SEGMENT:
-            index = _index(entry)
-            wanted = (
-                meta.get("stream") == clip.stream
-                and index is not None
-                and index >= clip.first_index
-                and (clip.last_index is None or index <= clip.last_index)
-            )
-        else:
-            wanted = False
-        if wanted:
-            picked.append(entry)
-    return picked
-
-
-def _index(entry: Entry) -> int | None:
-    contents = entry.contents
-    if contents is None or contents.kind is not Kind.SEGMENT:
-        return None
-    index = contents.meta.get("index")
-    return index if isinstance(index, int) and not isinstance(index, bool) else None
 
 
 def _load_state(path: Path) -> dict[str, ExportRecord]:
@@ -464,6 +513,6 @@ def _save_state(path: Path, records: Mapping[str, ExportRecord]) -> None:
         "clips": {clip_id: asdict(record) for clip_id, record in sorted(records.items())},
     }
     try:
-        write_atomic(path, json.dumps(document, indent=2).encode() + b"\n", mode=0o644)
+        write_atomic(path, json.dumps(document, indent=2).encode() + b"\n")
     except OSError as exc:
         raise SyncError(f"cannot write {path}: {exc.strerror or exc}") from None

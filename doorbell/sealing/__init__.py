@@ -4,7 +4,7 @@ The rest of the program uses only the names exported here; HPKE suites, stanza
 encoding and byte layouts stay inside this package.
 """
 
-from doorbell.sealing.durable import write_atomic
+from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import (
     BadSignature,
     DecryptionFailed,
@@ -16,7 +16,18 @@ from doorbell.sealing.errors import (
     SealingError,
     UntrustedDevice,
 )
-from doorbell.sealing.format import MAX_OBJECT, ZERO_PREV, Envelope, Kind
+from doorbell.sealing.format import (
+    MAX_OBJECT,
+    RESERVATION_BLOCK,
+    SIGNATURE_LEN,
+    ZERO_PREV,
+    Envelope,
+    Kind,
+    chain_hash,
+    check_meta,
+    loads_strict,
+    recipient_tag,
+)
 from doorbell.sealing.keyring import Keyring, Recipient
 from doorbell.sealing.keys import (
     DevicePublicKey,
@@ -27,12 +38,21 @@ from doorbell.sealing.keys import (
     read_key_file,
     save_key_file,
 )
-from doorbell.sealing.reader import Opened, Reader
-from doorbell.sealing.sealer import NoRecipients, SealedObject, Sealer, object_name
-from doorbell.sealing.state import ChainHead, KeyringStore, load_device_key, prepare_state_dir
+from doorbell.sealing.reader import Opened, Reader, check_canonical_ed25519_key
+from doorbell.sealing.sealer import NoRecipients, SealedObject, Sealer, object_name, seal_bytes
+from doorbell.sealing.state import (
+    DEVICE_KEY,
+    ChainHead,
+    KeyringStore,
+    load_device_key,
+    prepare_state_dir,
+)
 
 __all__ = [
+    "DEVICE_KEY",
     "MAX_OBJECT",
+    "RESERVATION_BLOCK",
+    "SIGNATURE_LEN",
     "ZERO_PREV",
     "BadSignature",
     "ChainHead",
@@ -59,10 +79,17 @@ __all__ = [
     "SealingError",
     "Suite",
     "UntrustedDevice",
+    "chain_hash",
+    "check_canonical_ed25519_key",
+    "check_meta",
     "load_device_key",
+    "loads_strict",
     "object_name",
     "prepare_state_dir",
     "read_key_file",
+    "recipient_tag",
     "save_key_file",
+    "seal_bytes",
+    "sync_directory",
     "write_atomic",
 ]

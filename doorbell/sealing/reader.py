@@ -77,6 +77,11 @@ class Reader:
         self._identities = [(key, key.public_key()) for key in identities]
         self._trusted = {device.device_id: device for device in trusted}
 
+    @property
+    def devices(self) -> tuple[DevicePublicKey, ...]:
+        """The doorbells this reader trusts."""
+        return tuple(self._trusted.values())
+
     def device(self, device_id: bytes) -> DevicePublicKey:
         try:
             return self._trusted[device_id]

@@ -12,31 +12,24 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from xml.etree.ElementTree import ParseError
 
-import certifi
-import urllib3
-from minio import Minio
-from minio.error import MinioException, S3Error
+from minio.error import S3Error
 from minio.helpers import MIN_PART_SIZE, check_bucket_name
-from urllib3.util import Timeout
 
+from doorbell.common.s3auth import (
+    ACCESS_KEY_ENV,
+    SECRET_KEY_ENV,
+    MissingCredentials,
+    s3_credentials,
+)
+from doorbell.common.s3client import FAILURES, failure_reason, s3_client
+from doorbell.common.secrets import SecretFileError
 from doorbell.config.errors import ConfigError, ConfigIssue
-from doorbell.config.secret import read_secret
 from doorbell.config.settings import S3SinkSettings
 from doorbell.sealing import Kind
 from doorbell.transport.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
-
-ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 30.0
-
-# What a failed request can raise: the server's answer (minio), the network (urllib3,
-# sockets), and a reply that is not the XML it should be.
-_FAILURES = (MinioException, urllib3.exceptions.HTTPError, OSError, ParseError)
 
 
 class S3ConfigError(ConfigError):
@@ -70,26 +63,16 @@ class S3Sink:
         self.prefix = settings.prefix or ""
         self.endpoint = settings.endpoint
         access_key, secret_key = _credentials(settings, environ)
-        self._http = urllib3.PoolManager(
-            timeout=Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
-            retries=False,
-            maxsize=2,
-            cert_reqs="CERT_REQUIRED",
-            # The same trust store minio itself would use.
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        )
         try:
-            self._client = Minio(
+            self._client, self._http = s3_client(
                 settings.endpoint,
                 access_key=access_key,
                 secret_key=secret_key,
                 secure=settings.secure,
-                # A known region spares a GetBucketLocation round trip before every bucket.
                 region=settings.region,
-                http_client=self._http,
+                retries=False,
             )
         except ValueError as exc:
-            self._http.clear()
             raise S3ConfigError("sinks.s3.endpoint", f"{settings.endpoint!r}: {exc}") from None
 
     def __repr__(self) -> str:
@@ -116,8 +99,10 @@ class S3Sink:
                 # all, and a power cut mid-upload leaves no orphaned parts in the bucket.
                 part_size=max(MIN_PART_SIZE, len(data)),
             )
-        except _FAILURES as exc:
-            raise SinkUnavailable(f"{self.where}: cannot store {key}: {_reason(exc)}") from exc
+        except FAILURES as exc:
+            raise SinkUnavailable(
+                f"{self.where}: cannot store {key}: {failure_reason(exc)}"
+            ) from exc
         log.debug("stored %s in %s (%d bytes)", key, self.bucket, len(data))
 
     def check(self) -> None:
@@ -128,8 +113,8 @@ class S3Sink:
         """
         try:
             exists = self._client.bucket_exists(self.bucket)
-        except _FAILURES as exc:
-            raise SinkUnavailable(f"{self.where}: {_reason(exc)}") from exc
+        except FAILURES as exc:
+            raise SinkUnavailable(f"{self.where}: {failure_reason(exc)}") from exc
         if not exists:
             raise S3ConfigError(
                 "sinks.s3.bucket", f"the bucket {self.bucket!r} does not exist at {self.endpoint}"
@@ -150,9 +135,9 @@ class S3Sink:
         except S3Error as exc:
             if exc.code == "AccessDenied":
                 return False
-            raise SinkUnavailable(f"{self.where}: {_reason(exc)}") from exc
-        except _FAILURES as exc:
-            raise SinkUnavailable(f"{self.where}: {_reason(exc)}") from exc
+            raise SinkUnavailable(f"{self.where}: {failure_reason(exc)}") from exc
+        except FAILURES as exc:
+            raise SinkUnavailable(f"{self.where}: {failure_reason(exc)}") from exc
         return True
 
     def close(self) -> None:
@@ -161,40 +146,29 @@ class S3Sink:
 
 def _credentials(settings: S3SinkSettings, environ: Mapping[str, str]) -> tuple[str, str]:
     """Keys from the configured files, else from the environment; never from the YAML."""
+    files = None
     if settings.access_key_file is not None or settings.secret_key_file is not None:
-        return (
-            _secret(settings.access_key_file, "sinks.s3.access_key_file"),
-            _secret(settings.secret_key_file, "sinks.s3.secret_key_file"),
+        files = (
+            _secret_file(settings.access_key_file, "sinks.s3.access_key_file"),
+            _secret_file(settings.secret_key_file, "sinks.s3.secret_key_file"),
         )
-    access_key, secret_key = environ.get(ACCESS_KEY_ENV), environ.get(SECRET_KEY_ENV)
-    if access_key and secret_key:
-        return access_key, secret_key
-    missing = [n for n, v in ((ACCESS_KEY_ENV, access_key), (SECRET_KEY_ENV, secret_key)) if not v]
-    raise S3ConfigError(
-        "sinks.s3",
-        "no credentials: set sinks.s3.access_key_file and sinks.s3.secret_key_file, "
-        f"or the environment variables {ACCESS_KEY_ENV} and {SECRET_KEY_ENV} "
-        f"({' and '.join(missing)} not set)",
-    )
+    try:
+        return s3_credentials(files, environ)
+    except SecretFileError as exc:
+        raise S3ConfigError(exc.where, exc.message) from None
+    except MissingCredentials as exc:
+        raise S3ConfigError(
+            "sinks.s3",
+            "no credentials: set sinks.s3.access_key_file and sinks.s3.secret_key_file, "
+            f"or the environment variables {ACCESS_KEY_ENV} and {SECRET_KEY_ENV} ({exc})",
+        ) from None
 
 
-def _secret(path: Path | None, key_path: str) -> str:
+def _secret_file(path: Path | None, key_path: str) -> tuple[Path, str]:
     if path is None:
         raise S3ConfigError(
             key_path,
             "set both sinks.s3.access_key_file and sinks.s3.secret_key_file, or neither "
             f"(then {ACCESS_KEY_ENV} and {SECRET_KEY_ENV} are used)",
         )
-    try:
-        return read_secret(path, key_path)
-    except ConfigError as exc:
-        (issue,) = exc.issues
-        raise S3ConfigError(issue.path, issue.message) from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The server's error code and message, or the network failure, in one line."""
-    if isinstance(exc, S3Error):
-        return f"{exc.code}: {exc.message}"
-    reason = getattr(exc, "reason", None)  # urllib3 wraps the socket error it gave up on
-    return str(reason if isinstance(reason, BaseException) else exc)
+    return path, key_path
