@@ -130,3 +130,24 @@ def unreachable_s3_sink() -> S3Sink:
         enabled=True, endpoint=f"127.0.0.1:{closed_port()}", bucket="doorbell", secure=False
     )
     return S3Sink(settings, environ={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+
+
+# The credentials moto's server takes, as a daemon or a phone finds them in its environment.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def daemon_s3_config(endpoint: str, bucket: str, prefix: str = "doorbells/") -> dict[str, object]:
+    """The daemon configuration's sinks: only S3, plain HTTP to ``endpoint``, credentials
+    from `S3_ENV`."""
+    return {
+        "sinks": {
+            "local": {"enabled": False},
+            "s3": {
+                "enabled": True,
+                "endpoint": endpoint,
+                "bucket": bucket,
+                "prefix": prefix,
+                "secure": False,
+            },
+        }
+    }

@@ -25,6 +25,7 @@ from doorbell.sealing import Kind
 pytest_plugins = ["mqtt_fixture"]
 pytest.register_assert_rewrite("mqtt_fixture")
 from mqtt_fixture import Listener, Mosquitto  # noqa: E402
+from s3_fixture import S3_ENV, daemon_s3_config  # noqa: E402
 
 
 def _phone(rig: DaemonRig, *args: str, **kwargs: object) -> subprocess.Popen[str]:
@@ -228,24 +229,6 @@ def _sync(rig: DaemonRig, url: str, endpoint: str, out: Path) -> subprocess.Comp
     )  # fmt: skip
 
 
-def _s3_config(endpoint: str, bucket: str) -> dict[str, object]:
-    return {
-        "sinks": {
-            "local": {"enabled": False},
-            "s3": {
-                "enabled": True,
-                "endpoint": endpoint,
-                "bucket": bucket,
-                "prefix": "doorbells/",
-                "secure": False,
-            },
-        }
-    }
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
 def test_s3_down_while_recording_the_spool_holds_the_clip_then_sync_exports_it(
     tmp_path: Path, s3_outage: RestartableS3
 ) -> None:
@@ -253,7 +236,7 @@ def test_s3_down_while_recording_the_spool_holds_the_clip_then_sync_exports_it(
 
     client = Minio(s3_outage.endpoint, "testing", "testing", secure=False, region="us-east-1")
     client.make_bucket("clips")
-    rig = DaemonRig(tmp_path, extra=_s3_config(s3_outage.endpoint, "clips"))
+    rig = DaemonRig(tmp_path, extra=daemon_s3_config(s3_outage.endpoint, "clips"))
     try:
         rig.start(env=S3_ENV)
         rig.wait_ready()
@@ -292,7 +275,7 @@ def test_sigkill_during_upload_leaves_only_complete_verifiable_objects(
 
     client = Minio(s3_outage.endpoint, "testing", "testing", secure=False, region="us-east-1")
     client.make_bucket("crash")
-    rig = DaemonRig(tmp_path, extra=_s3_config(s3_outage.endpoint, "crash"), continuous=True)
+    rig = DaemonRig(tmp_path, extra=daemon_s3_config(s3_outage.endpoint, "crash"), continuous=True)
     try:
         rig.start(env=S3_ENV)
         rig.wait_ready()
@@ -318,9 +301,9 @@ def test_quota_exhaustion_evicts_continuous_first_announces_it_and_keeps_capturi
     from minio import Minio
     from s3_fixture import closed_port
 
-    # Continuous recording into a 1 MiB spool while the bucket is unreachable.
-    unreachable = _s3_config(f"127.0.0.1:{closed_port()}", "quota")
-    camera = {"camera": {"bitrate": 2_000_000}, "spool": {"quota_mb": 1}}
+    # Continuous recording into a 2 MiB spool while the bucket is unreachable.
+    unreachable = daemon_s3_config(f"127.0.0.1:{closed_port()}", "quota")
+    camera = {"camera": {"bitrate": 2_000_000}, "spool": {"quota_mb": 2}}
     rig = DaemonRig(tmp_path, extra={**unreachable, **camera}, continuous=True)
     try:
         rig.start(env=S3_ENV)
@@ -368,7 +351,7 @@ def test_doctor_checks_the_bucket_and_the_broker(
 
     Minio(s3_outage.endpoint, "testing", "testing", secure=False).make_bucket("doctor")
     rig = DaemonRig(
-        tmp_path, extra={**_s3_config(s3_outage.endpoint, "doctor"), **_mqtt(mosquitto)}
+        tmp_path, extra={**daemon_s3_config(s3_outage.endpoint, "doctor"), **_mqtt(mosquitto)}
     )
 
     def doctor() -> dict[str, str]:

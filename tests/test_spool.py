@@ -1,5 +1,6 @@
 """The spool and its uploaders: durability, crash recovery, per-sink queues, quota eviction,
-retries with backoff, and sinks that are slow, down or broken.
+retries with backoff, sinks that are slow, down or broken, and the check of the files an
+earlier run left, which nothing but their delivery waits for.
 
 Crashes are real where it is cheap (a child process that dies with ``os._exit`` in the
 middle of ``put``) and hand-made on-disk states elsewhere. Threads are synchronised on
@@ -8,6 +9,7 @@ events and conditions with timeouts, never on sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,8 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from daemon_harness import wait_for
+from stalled_file import StalledFile
 
-from doorbell.sealing import Kind, RecipientPrivateKey, SealedObject, Sealer
+from doorbell.sealing import ChainHead, Kind, RecipientPrivateKey, SealedObject, Sealer
 from doorbell.transport.sink import SinkUnavailable
 from doorbell.transport.spool import Eviction, ObjectClass, Spool, SpoolError
 from doorbell.transport.uploader import Uploader
@@ -1000,4 +1004,290 @@ def test_uploader_status_says_since_when_a_sink_fails_and_what_waits(
         1_700_000_120.0,
     )
     assert (status.pending, status.pending_bytes, status.delivered) == (0, 0, 2)
+    spool.close()
+
+
+# -- files that are not intact objects ------------------------------------------------------
+
+
+def spool_all(
+    sealer: Sealer, spool: Spool, count: int, sinks: tuple[str, ...] = ("a",)
+) -> list[SealedObject]:
+    """Seal ``count`` segments (and whatever the sealer puts first) into ``spool``."""
+    out: list[SealedObject] = []
+    for _ in range(count):
+        for sealed in sealer.seal(Kind.SEGMENT, {}, os.urandom(600)):
+            spool.put(sealed, CLIP, list(sinks))
+            out.append(sealed)
+    return out
+
+
+def object_file(spool_dir: Path, sealed: SealedObject) -> Path:
+    [path] = (spool_dir / "objects").glob(f"*.{sealed.name}")
+    return path
+
+
+def quarantine(spool_dir: Path) -> list[str]:
+    """The quarantined files, by the name they had, oldest first."""
+    return [p.name.split("-", 1)[1] for p in sorted((spool_dir / "quarantine").iterdir())]
+
+
+@contextlib.contextmanager
+def checked(
+    spool_dir: Path, sinks: list[str], sealer: Sealer, head: ChainHead | None
+) -> Iterator[Spool]:
+    """A spool of ``sealer``'s device whose check of earlier files, against ``head``, is done."""
+    done = threading.Event()
+    with Spool(spool_dir, BIG, sinks, device=sealer.device_key, when_checked=done.set) as spool:
+        spool.check(head)
+        assert done.wait(TIMEOUT)
+        yield spool
+
+
+def test_files_that_are_not_intact_objects_of_this_device_are_never_queued(
+    spool_dir: Path,
+    sealer: Sealer,
+    state_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    device = sealer.device_key
+    with Spool(spool_dir, BIG, ["a"], device=device) as spool:
+        objs = spool_all(sealer, spool, 5)  # keyring 0, segments 1..5
+    truncated = object_file(spool_dir, objs[3])
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    prefix = objs[0].name.split("-")[0]
+    garbage = f"{6:020d}.2.clip.{prefix}-{6:020d}.sealed"
+    (spool_dir / "objects" / garbage).write_bytes(os.urandom(900))
+    other_state = tmp_path / "other-state"
+    other_state.mkdir(mode=0o700)
+    (other_state / "keyring.json").write_bytes((state_dir / "keyring.json").read_bytes())
+    with Sealer(other_state) as other_sealer:
+        foreign = other_sealer.seal(Kind.SEGMENT, {}, os.urandom(600))[-1]
+    # Another device's object, under this device's next name and under its own.
+    impostor = f"{7:020d}.2.clip.{prefix}-{7:020d}.sealed"
+    (spool_dir / "objects" / impostor).write_bytes(foreign.data)
+    other = f"{foreign.seq:020d}.2.clip.{foreign.name}"
+    (spool_dir / "objects" / other).write_bytes(foreign.data)
+    (spool_dir / "objects" / "notes.txt").write_bytes(b"hello")
+    (spool_dir / "objects" / ".half-written.tmp").write_bytes(b"\x89DBELL")
+
+    done = threading.Event()
+    with (
+        caplog.at_level(logging.INFO),
+        Spool(spool_dir, BIG, ["a"], device=device, when_checked=done.set) as spool,
+    ):
+        # Opening reads no file: nothing of an earlier run is offered before its check.
+        assert pending_names(spool, "a") == []
+        assert spool.stats()["unchecked"]["objects"] == len(objs) + 3
+        assert sorted(quarantine(spool_dir)) == ["notes.txt"]
+        assert "quarantined 'notes.txt': not a spooled object's file name" in caplog.text
+        assert not (spool_dir / "objects" / ".half-written.tmp").exists()
+        assert spool.damaged() == []
+
+        spool.check(sealer.head)
+        assert done.wait(TIMEOUT)
+        intact = [o for o in objs if o is not objs[3]]
+        assert pending_names(spool, "a") == names(intact)
+        assert spool.stats()["unchecked"] == {"objects": 0, "bytes": 0}
+        # Named as this device's object and a hole in the chain: waiting for its notice.
+        assert spool.stats()["quarantined"]["objects"] == 5
+        assert sorted(quarantine(spool_dir)) == sorted(["notes.txt", other, garbage, impostor])
+        assert f"quarantined {other!r}: signed by another device" in caplog.text
+        assert f"quarantined {garbage!r}: truncated" not in caplog.text
+        assert "past the chain head: never delivered, no hole" in caplog.text
+
+        [eviction] = spool.damaged()
+        assert spool.damaged() == []  # each is handed over once
+        assert (eviction.first, eviction.last, eviction.reason) == (3, 3, "damaged")
+        assert eviction.last_hash == chain_hash(objs[3])  # the prev of intact object 4
+        assert eviction.notice_reason == "damaged"
+        assert f"{truncated.name!r} is damaged (truncated: object is" in caplog.text
+        # Until its notice is durable, the damaged file stays where a restart finds it.
+        assert truncated.exists() and (spool_dir / "queues" / "a" / truncated.name).exists()
+        spool.announced([eviction])
+        assert not truncated.exists()
+        assert not (spool_dir / "queues" / "a" / truncated.name).exists()
+        assert spool.stats()["quarantined"]["objects"] == 5
+        assert spool.stats()["objects"] == len(intact)
+    assert sorted(quarantine(spool_dir)) == sorted(
+        ["notes.txt", other, garbage, impostor, truncated.name]
+    )
+    with checked(spool_dir, ["a"], sealer, sealer.head) as spool:
+        assert pending_names(spool, "a") == names(intact)
+        assert spool.damaged() == []
+        assert spool.stats()["quarantined"]["objects"] == 5
+
+
+def test_a_damaged_file_stays_owed_until_announced_even_across_a_crash(
+    spool_dir: Path, sealer: Sealer
+) -> None:
+    device = sealer.device_key
+    with Spool(spool_dir, BIG, ["a", "b"], device=device) as spool:
+        objs = spool_all(sealer, spool, 3, ("a", "b"))  # 0..3
+    # The head itself damaged: its hash is the sealer's durable head, not in any file.
+    path = object_file(spool_dir, objs[-1])
+    path.write_bytes(b"\x00" * path.stat().st_size)
+    head = sealer.head
+    assert head is not None and head.seq == objs[-1].seq
+    with checked(spool_dir, ["a", "b"], sealer, head) as spool:
+        [first] = spool.damaged()
+        # Stopped before the notice was spooled: nothing was moved.
+    with checked(spool_dir, ["a", "b"], sealer, head) as spool:
+        [again] = spool.damaged()
+        assert again == first
+        assert (again.first, again.last, again.last_hash) == (3, 3, chain_hash(objs[-1]))
+        spool.announced([again])
+        assert pending_names(spool, "a") == pending_names(spool, "b") == names(objs[:-1])
+    assert quarantine(spool_dir) == [path.name]
+
+
+def test_a_damaged_object_is_not_announced_without_an_honest_chain_hash(
+    spool_dir: Path, sealer: Sealer, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = sealer.device_key
+    with Spool(spool_dir, BIG, ["a", "b"], device=device) as spool:
+        objs = spool_all(sealer, spool, 4, ("a", "b"))  # 0..4
+        # Sink a took everything: object 1's only link left is b's. Object 2 left the
+        # spool altogether, so nothing intact names object 1's chain hash.
+        for obj in spool.pending("a"):
+            spool.done("a", obj)
+        [two] = [o for o in spool.pending("b") if o.seq == 2]
+        spool.done("b", two)
+        [zero] = [o for o in spool.pending("b") if o.seq == 0]
+    # Object 0 was taken by every sink (its file left over by a crash in ``done``).
+    (spool_dir / "queues" / "b" / zero.path.name).unlink()
+    damaged = [object_file(spool_dir, o) for o in objs[:2]]
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[:200])
+    with caplog.at_level(logging.WARNING), checked(spool_dir, ["a", "b"], sealer, sealer.head) as s:
+        assert s.damaged() == []
+        assert "seq 1..1 damaged, and no intact object names its chain hash" in caplog.text
+        assert "every sink had taken it: no hole" in caplog.text
+        assert pending_names(s, "b") == names(objs[3:])
+    assert quarantine(spool_dir) == [path.name for path in damaged]
+
+
+def test_the_quarantine_is_bounded_and_keeps_the_newest(
+    spool_dir: Path, sealer: Sealer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from doorbell.transport.spool import QUARANTINE_MAX_BYTES, QUARANTINE_MAX_FILES
+
+    device = sealer.device_key
+    Spool(spool_dir, BIG, ["a"], device=device).close()
+    for number in range(QUARANTINE_MAX_FILES + 10):
+        (spool_dir / "objects" / f"flood-{number:03d}").write_bytes(b"x" * 100)
+    with caplog.at_level(logging.WARNING), Spool(spool_dir, BIG, ["a"], device=device) as s:
+        assert s.stats()["quarantined"] == {
+            "objects": QUARANTINE_MAX_FILES,
+            "bytes": 100 * QUARANTINE_MAX_FILES,
+        }
+        assert "deleted its 10 oldest" in caplog.text
+    kept = quarantine(spool_dir)
+    assert len(kept) == QUARANTINE_MAX_FILES
+    assert set(kept) <= {f"flood-{n:03d}" for n in range(QUARANTINE_MAX_FILES + 10)}
+    # A later run's files are newer than every earlier one: the oldest go first.
+    (spool_dir / "objects" / "huge").write_bytes(b"y" * (QUARANTINE_MAX_BYTES - 1000))
+    with Spool(spool_dir, BIG, ["a"], device=device) as s:
+        stats = s.stats()["quarantined"]
+        assert stats["bytes"] <= QUARANTINE_MAX_BYTES
+    assert quarantine(spool_dir)[-1] == "huge"
+
+
+# -- the check of earlier files runs beside recording ----------------------------------------
+
+
+def test_recording_never_waits_for_the_check_of_earlier_files_only_their_delivery_does(
+    spool_dir: Path, sealer: Sealer
+) -> None:
+    with Spool(spool_dir, BIG, ["a", "b"], device=sealer.device_key) as spool:
+        earlier = spool_all(sealer, spool, 4, ("a", "b"))  # keyring 0, segments 1..4
+    damaged = object_file(spool_dir, earlier[2])
+    damaged.write_bytes(damaged.read_bytes()[:-1])
+    head = sealer.head
+    assert head is not None
+    sink = ServiceSink("a")
+    done = threading.Event()
+    with Spool(
+        spool_dir, BIG, ["a", "b"], device=sealer.device_key, when_checked=done.set
+    ) as spool:
+        uploader = Uploader(spool, sink)
+        uploader.start()
+        # Every open() of the oldest file waits for the test, as on an SD card slow to read.
+        with StalledFile(object_file(spool_dir, earlier[0])) as stalled:
+            newest = spool.newest(sealer.device_id)
+            assert newest is not None and (newest.seq, newest.hash) == (head.seq, head.hash)
+            # The head was the only file read.
+            assert spool.stats()["unchecked"]["objects"] == len(earlier) - 1
+            spool.check(head)
+            wait_for(stalled.reader_waiting, TIMEOUT, "the check to open the oldest file")
+
+            new = spool_all(sealer, spool, 2, ("a", "b"))
+            assert stalled.held(), "someone waited lease-break-time for the oldest file"
+            assert spool.stats()["unchecked"]["objects"] == len(earlier) - 1
+            assert spool.stats()["sinks"]["a"]["pending"] == len(earlier) + len(new)
+            # Objects go out in seq order, so what was put behind an unchecked file waits.
+            assert spool.pending("a") == spool.pending("b") == []
+            assert not spool.wait("b", timeout=0)
+            assert sink.stored == [] and not done.is_set()
+        assert done.wait(TIMEOUT)
+        intact = [o for o in earlier if o is not earlier[2]]
+        assert sink.wait_until(lambda: len(sink.stored) == len(intact) + len(new))
+        assert sink.names == names(intact + new)
+        assert pending_names(spool, "b") == names(intact + new)
+        [hole] = spool.damaged()
+        assert (hole.first, hole.last, hole.last_hash) == (2, 2, chain_hash(earlier[2]))
+        assert uploader.stop(TIMEOUT)
+
+
+def test_an_eviction_checks_only_the_earlier_files_it_takes_and_never_a_damaged_one(
+    spool_dir: Path, sealer: Sealer
+) -> None:
+    with Spool(spool_dir, BIG, ["a"], device=sealer.device_key) as spool:
+        earlier = spool_all(sealer, spool, 4)  # 0..4
+    damaged = object_file(spool_dir, earlier[1])
+    damaged.write_bytes(b"\x00" * damaged.stat().st_size)
+    head = sealer.head
+    [new] = sealer.seal(Kind.SEGMENT, {}, os.urandom(600))
+    # Room for the newest two earlier objects and the new one: 0, 1 and 2 must go.
+    quota = sum(len(o.data) for o in (*earlier[3:], new))
+    done = threading.Event()
+    with Spool(spool_dir, quota, ["a"], device=sealer.device_key, when_checked=done.set) as spool:
+        evictions = spool.put(new, CLIP, ["a"])
+        # Its notice names the chain hashes of 0 and 2, read from files found intact; the
+        # damaged 1 left the books instead, and 3 and 4 were not read.
+        assert [(e.first, e.last, e.last_hash, e.reason) for e in evictions] == [
+            (0, 0, chain_hash(earlier[0]), "quota"),
+            (2, 2, chain_hash(earlier[2]), "quota"),
+        ]
+        assert spool.stats()["unchecked"]["objects"] == 2
+        assert spool.damaged() == []
+        spool.check(head)
+        assert done.wait(TIMEOUT)
+        [hole] = spool.damaged()
+        # Object 2 was evicted, but checked first: its prev names object 1.
+        assert (hole.first, hole.last, hole.last_hash) == (1, 1, chain_hash(earlier[1]))
+        assert pending_names(spool, "a") == names([*earlier[3:], new])
+        spool.announced([*evictions, hole])
+    assert quarantine(spool_dir) == [damaged.name]
+
+
+def test_a_long_outage_seals_a_notice_per_slack_not_per_segment(
+    spool_dir: Path, seal: Callable[..., SealedObject]
+) -> None:
+    objects = [seal() for _ in range(40)]
+    size = len(objects[0].data)
+    spool = Spool(spool_dir, 10 * size, ["a"], quota_slack=4 * size)
+    batches = []
+    for sealed in objects:
+        evictions = spool.put(sealed, CONT, ["a"])
+        assert spool.size_bytes <= 10 * size
+        if evictions:
+            batches.append(evictions)
+            spool.announced(evictions)
+    # Each time the quota is passed, the spool goes 4 objects below it: one notice for
+    # every 5 objects put, never one for each.
+    assert len(batches) == 6
+    assert all(sum(e.last - e.first + 1 for e in batch) == 5 for batch in batches)
+    assert pending_names(spool, "a") == names(objects[-10:])
     spool.close()

@@ -211,7 +211,9 @@ def test_invalid_payloads_rejected(vector: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "vector", VECTORS["chains"] + VECTORS["chains_review"], ids=lambda v: v["description"]
+    "vector",
+    VECTORS["chains"] + VECTORS["chains_review"] + VECTORS["chains_damaged"],
+    ids=lambda v: v["description"],
 )
 def test_chain_vectors(vector: dict[str, Any]) -> None:
     device_id = _device().public_key.device_id.hex()

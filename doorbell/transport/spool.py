@@ -6,6 +6,7 @@ Layout under the spool directory (the daemon uses ``<state_dir>/spool``)::
     objects/<seq>.<kind>.<class>.<name>        one file per spooled object
     objects/.<file>.tmp                        an object being written; never delivered
     queues/<sink>/<file>                       a hard link per object that sink still has to take
+    quarantine/<n>-<file>                      a file that is not an intact object; never delivered
 
 ``<seq>`` is 20 zero-padded digits, ``<kind>`` the ``Kind`` number, ``<class>`` an
 ``ObjectClass`` value and ``<name>`` the object name (``<device>-<seq>.sealed``): the
@@ -40,6 +41,28 @@ loses its old link. Objects no configured sink takes stay in the old queue, unto
 reported at every start, until the sink comes back, they are evicted and announced, or
 the owner removes the directory by hand.
 
+Damaged files. Opened with the device's public key, the spool delivers no file of an
+earlier run before checking it: a complete object (docs/FORMAT.md section 3), its name the
+object name (section 8) of the seq and device in its header, its signature valid under
+that key. A crash cannot produce anything else (writes become visible only by the
+rename), but a failing SD card, a hand-made copy or a planted file can, and uploading it
+would make the phones report a malformed object. Temporary files are removed; anything
+else is moved to ``quarantine/``, bounded and never delivered or counted as queued. A
+damaged file named as one of this device's objects may be a hole in the chain: it
+becomes an eviction with reason ``"damaged"``, which the caller announces like the
+quota's, and its file stays in place, still linked, until ``announced``, so a crash in
+between announces it again rather than never.
+
+Checking reads every byte, and after a long outage the spool may hold a gigabyte, which
+a cold SD card takes tens of seconds to read: the device must record meanwhile. So
+opening reads names and links only. ``newest`` checks the files it names as the chain
+head, newest first, until one is intact (usually the newest, the only file it reads);
+``check`` checks the rest on a thread of its own, oldest first, since sinks take objects
+in that order and can start as soon as the oldest are checked. Until a file is checked
+no sink is offered it, nor anything queued after it (sinks take objects in seq order);
+an eviction that picks one checks it first, since its notice names the object's chain
+hash. Files ``put`` in this run are never checked: this process wrote them from memory.
+
 Requires a file system with hard links (ext4 on the SD card, not FAT).
 """
 
@@ -53,6 +76,7 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterable
@@ -60,9 +84,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from doorbell.sealing import ChainHead, Kind, SealedObject, object_name
-from doorbell.sealing.durable import sync_directory
-from doorbell.sealing.format import SIGNATURE_LEN, chain_hash
+from doorbell.sealing import (
+    MAX_OBJECT,
+    SIGNATURE_LEN,
+    ZERO_PREV,
+    ChainHead,
+    DevicePublicKey,
+    Kind,
+    Reader,
+    SealedObject,
+    SealingError,
+    UntrustedDevice,
+    chain_hash,
+    object_name,
+    sync_directory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +106,26 @@ _SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TMP_SUFFIX = ".tmp"
 
 # Free space kept for what must be written when the disk is nearly full: the
-# ``discarded`` notice that lets old footage go (a few KiB), a ring's event with its
-# JPEG snapshot (~60 KiB at the default 640 px, about 1 MiB at the 1920 px maximum),
+# ``discarded`` notice that lets old footage go and a ring's event with its JPEG
+# snapshot (64 KiB each: events, notices and keyrings are padded to one size class;
+# an event with a snapshot over 64 KiB, up to about 1 MiB at the 1920 px maximum,
+# goes to the next doubling),
 # keyring objects (at most 256 KiB), the sealer's state files, and the file-system
 # metadata for all of them. 8 MiB holds several rings and their notices while eviction
 # catches up, and is well under 0.1 % of any SD card a Pi boots from.
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
 
 # What forced an eviction, for the log and the status. The ``discarded`` notice says
-# ``"quota"`` for both (docs/FORMAT.md 6.1): the order of eviction is the same.
-QUOTA, DISK_FULL = "quota", "disk-full"
+# ``"quota"`` for both (docs/FORMAT.md 6.1): the order of eviction is the same. A
+# spooled file found damaged is announced with ``"damaged"``.
+QUOTA, DISK_FULL, DAMAGED = "quota", "disk-full", "damaged"
+
+# Files that are not intact objects of this device are moved to ``quarantine/``, where
+# the owner can look at them (they are ciphertext, or not ours at all); it keeps at most
+# this many files and bytes, the oldest going first, so a flood cannot fill the disk.
+# 64 files and 16 MiB hold a few dozen segments, a small fraction of any spool quota.
+QUARANTINE_MAX_FILES = 64
+QUARANTINE_MAX_BYTES = 16 * 1024 * 1024
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -124,8 +170,8 @@ class Eviction:
     """A run of consecutive sequence numbers evicted together, all of one class.
 
     ``last_hash`` is the hex chain hash of object ``last`` (docs/FORMAT.md section 6),
-    so the phones can follow the chain across the gap; ``reason`` is ``"quota"`` or
-    ``"disk-full"``, for the notice.
+    so the phones can follow the chain across the gap; ``reason`` is ``"quota"``,
+    ``"disk-full"`` or ``"damaged"``.
     """
 
     first: int
@@ -137,6 +183,21 @@ class Eviction:
     def as_range(self) -> dict[str, int | str]:
         """This eviction as one of the ``ranges`` of a ``discarded`` notice."""
         return {"first": self.first, "last": self.last, "last_hash": self.last_hash}
+
+    @property
+    def notice_reason(self) -> str:
+        """The ``reason`` of the ``discarded`` notice that announces it."""
+        return DAMAGED if self.reason == DAMAGED else QUOTA
+
+
+@dataclass(frozen=True)
+class _Suspect:
+    """A file of an earlier run that is not intact, with the queues still linking it and
+    what is wrong with it."""
+
+    obj: SpooledObject
+    holders: tuple[str, ...]
+    problem: str
 
 
 # Objects are ordered by sequence number; the name breaks ties between devices (a
@@ -181,6 +242,11 @@ def _insert(ordered: dict[_Key, SpooledObject], obj: SpooledObject) -> None:
         ordered[key] = obj
 
 
+def _quarantine_number(path: Path) -> int:
+    number = path.name.split("-", 1)[0]
+    return int(number) if len(number) == 6 and number.isdigit() else 0
+
+
 def _unlink(path: Path) -> None:
     try:
         path.unlink()
@@ -203,14 +269,26 @@ def _every_sink_takes_everything(sink: str, kind: Kind) -> bool:
 class Spool:
     """The on-disk outbox with one queue per sink, so a slow sink holds back only itself.
 
-    ``put``, ``make_room`` and ``announced`` are called by one thread (the daemon's main
-    loop); each sink's uploader thread calls ``pending``, ``claim``, ``release``,
-    ``done`` and ``wait`` for its own sink.
+    ``put``, ``make_room``, ``newest``, ``check``, ``damaged`` and ``announced`` are
+    called by one thread (the daemon's main loop); each sink's uploader thread calls
+    ``pending``, ``claim``, ``release``, ``done`` and ``wait`` for its own sink; the
+    spool's own thread checks the files of earlier runs (``check``).
 
     ``reserve_bytes`` is the free space ``make_room`` keeps on the file system for
     small essential objects; ``wants(sink, kind)`` says whether a configured sink
     takes objects of that kind (default: all of them), for handing over the queue of a
-    sink removed from the configuration.
+    sink removed from the configuration. ``device`` is the public key of the device
+    whose objects the spool holds: every file of an earlier run must be one of its
+    objects, complete, under its own name and with a valid signature, or it is never
+    delivered; none is delivered before ``check`` has checked it. Without it the spool
+    trusts its files' names. ``when_checked`` is called, on the spool's thread, once
+    that check is done and ``damaged`` has what it found.
+
+    ``quota_slack`` is how far below the quota an eviction for the quota goes. Every
+    eviction is announced in a notice, an essential object padded to the size class of
+    events, which is never evicted itself: evicting one segment at a time would seal a
+    notice for every segment of a long outage and fill the spool with notices. With a
+    slack, one notice covers that many bytes of footage.
     """
 
     def __init__(
@@ -221,14 +299,20 @@ class Spool:
         *,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         wants: Callable[[str, Kind], bool] | None = None,
+        device: DevicePublicKey | None = None,
+        when_checked: Callable[[], None] | None = None,
+        quota_slack: int = 0,
     ) -> None:
         if quota_bytes <= 0:
             raise ValueError(f"spool quota must be positive, got {quota_bytes}")
         if reserve_bytes < 0:
             raise ValueError(f"spool reserve cannot be negative, got {reserve_bytes}")
+        if not 0 <= quota_slack < quota_bytes:
+            raise ValueError(f"spool quota slack must be in 0..quota, got {quota_slack}")
         self.directory = Path(directory)
         self.quota_bytes = quota_bytes
         self.reserve_bytes = reserve_bytes
+        self.quota_slack = quota_slack
         self.sinks: tuple[str, ...] = tuple(dict.fromkeys(sinks))
         for sink in self.sinks:
             if not _SINK_NAME.fullmatch(sink):
@@ -239,6 +323,10 @@ class Spool:
         self._wants = wants if wants is not None else _every_sink_takes_everything
         self._objects = self.directory / "objects"
         self._queues_dir = self.directory / "queues"
+        self._quarantine = self.directory / "quarantine"
+        self._device = device
+        self._reader = Reader([], [] if device is None else [device])
+        self._when_checked = when_checked
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # Serialises puts and evictions: an object is judged against one state of the disk.
@@ -257,6 +345,23 @@ class Spool:
         # Evicted, files still on disk until ``announced`` (see the module docstring).
         self._evicted: dict[_Key, _Victim] = {}
         self._unannounced: dict[Eviction, list[_Key]] = {}
+        # Files of earlier runs not checked yet, by file name (see ``check``): those in
+        # ``_index`` wait in their queues, the others (no sink owed them) are deleted once
+        # found intact.
+        self._unchecked: dict[str, SpooledObject] = {}
+        self._check_thread: threading.Thread | None = None
+        self._finished = 0  # intact files of earlier runs no sink owed: deleted
+        # Damaged files named as this device's objects, by file name, and the other files
+        # that failed, until the check is settled; the ``prev`` of each intact file of an
+        # earlier run, by seq; then the runs of damaged objects waiting for their notice,
+        # their files still in place until ``announced``, and the evictions for them the
+        # caller has not taken yet (``damaged``).
+        self._suspects: dict[str, _Suspect] = {}
+        self._strays: list[_Suspect] = []
+        self._prevs: dict[int, bytes] = {}
+        self._damaged: dict[Eviction, list[_Suspect]] = {}
+        self._found: list[Eviction] = []
+        self._quarantined = (0, 0)  # files and bytes in quarantine/
         self._over_quota_reported = False
         self._short_of_space_reported = False
         self._no_space = False  # the last put failed for want of space
@@ -284,25 +389,29 @@ class Spool:
         return handle
 
     def _recover(self) -> None:
-        """Bring the directory back to a committed state after whatever stopped the last run."""
+        """Bring the directory back to a committed state after whatever stopped the last run.
+
+        Names, links and inodes only: no file is read here (see ``check``).
+        """
         self._objects.mkdir(mode=0o700, exist_ok=True)
         self._queues_dir.mkdir(mode=0o700, exist_ok=True)
+        self._quarantine.mkdir(mode=0o700, exist_ok=True)
         for sink in self.sinks:
             # A new sink starts with an empty queue: it gets only objects put from now on
             # (and what a removed sink hands over below).
             (self._queues_dir / sink).mkdir(mode=0o700, exist_ok=True)
         leftovers = 0
         committed: dict[str, tuple[SpooledObject, int]] = {}
+        strays: list[tuple[Path, str]] = []
         for path in self._objects.iterdir():
-            if path.name.startswith("."):
-                if path.name.endswith(_TMP_SUFFIX):
-                    _unlink(path)
-                    leftovers += 1
+            if path.name.startswith(".") and path.name.endswith(_TMP_SUFFIX):
+                _unlink(path)
+                leftovers += 1
                 continue
             st = path.lstat()
             obj = _parse_file_name(self._objects, path.name, st.st_size)
             if obj is None or not stat.S_ISREG(st.st_mode):
-                log.warning("spool: ignoring %s: not a spooled object's file name", path)
+                strays.append((path, "not a spooled object's file name"))
                 continue
             committed[path.name] = (obj, st.st_ino)
 
@@ -332,13 +441,16 @@ class Spool:
         linked = {obj.path.name for objs in queued.values() for obj in objs}
         finished = 0
         for file_name, (obj, _) in sorted(committed.items()):
+            if self._device is not None:
+                # Neither delivered nor deleted before it is checked.
+                self._unchecked[file_name] = obj
             if file_name in linked:
                 self._index[_key(obj)] = obj
                 self._by_class[obj.cls][_key(obj)] = obj
                 self._size += obj.size
                 if file_name in kept:
                     self._kept[_key(obj)] = tuple(kept[file_name])
-            else:
+            elif self._device is None:
                 _unlink(obj.path)
                 finished += 1
         for sink in self.sinks:
@@ -346,6 +458,7 @@ class Spool:
                 self._queues[sink][_key(obj)] = obj
                 self._queue_bytes[sink] += obj.size
         sync_directory(self._queues_dir)
+        self._quarantine_files(strays)
         log.info(
             "spool %s: %d object(s), %d bytes waiting; removed %d file(s) of interrupted "
             "writes or deletions and %d object(s) no sink owed any more",
@@ -355,6 +468,249 @@ class Spool:
             leftovers,
             finished,
         )
+        if self._unchecked:
+            log.info(
+                "spool %s: %d file(s) of earlier runs are delivered once checked",
+                self.directory,
+                len(self._unchecked),
+            )
+
+    def _check(self, obj: SpooledObject) -> tuple[str | None, bytes | None]:
+        """Why ``obj``'s file is not a complete, authentic object of this device under its
+        own name (None when it is one), and the object's ``prev`` when it is.
+
+        Without a device key (a spool opened for its queues alone) names are all it has.
+        """
+        if self._device is None:
+            return None, None
+        if obj.size > MAX_OBJECT:
+            return f"{obj.size} bytes, more than any object can be", None
+        try:
+            data = obj.path.read_bytes()
+        except OSError as exc:
+            return f"unreadable: {exc.strerror}", None
+        try:
+            envelope = self._reader.verify(data)
+        except UntrustedDevice:
+            return "signed by another device", None
+        except SealingError as exc:
+            return str(exc), None
+        if obj.name != object_name(envelope.device_id, envelope.seq) or obj.seq != envelope.seq:
+            return f"its header says seq {envelope.seq}, not the seq of its name", None
+        return None, envelope.prev
+
+    def check(self, head: ChainHead | None) -> None:
+        """Check the files of earlier runs ``newest`` did not check, on a thread of its own.
+
+        ``head`` is the chain head the device continues from, taken after ``newest``: it
+        tells which damaged objects are holes in the chain (see ``damaged``). The files go
+        oldest first, the order sinks take them in, so each sink starts as soon as its
+        oldest file is checked; once all are, and what failed is settled,
+        ``when_checked`` is called.
+
+        A thread of the spool's own rather than each uploader checking the file it is
+        about to send: with a sink down nothing would be checked, and damaged objects
+        would go unannounced until it came back; with several sinks every file would be
+        read once per sink. The thread reads each file once, whatever the sinks do.
+        """
+        with self._lock:
+            if self._closed:
+                raise SpoolError(f"the spool {self.directory} is closed")
+            if self._check_thread is not None:
+                raise SpoolError(f"the spool {self.directory} is checked already")
+            thread = threading.Thread(
+                target=self._check_all, args=(head,), name="spool-check", daemon=True
+            )
+            self._check_thread = thread
+        thread.start()
+
+    def damaged(self) -> list[Eviction]:
+        """The holes in the chain the check found, each returned once: none before it is done.
+
+        A damaged object the chain holds (seq at most the head given to ``check``) and
+        that some sink was still owed leaves a hole the phones must be told about: the
+        runs of them whose chain hash is known (the ``prev`` of the intact object after
+        the run, or the head itself) are returned as evictions with reason
+        ``"damaged"``, for a ``discarded`` notice; ``announced`` then moves their files
+        to the quarantine. Every other file that failed went to the quarantine, logged:
+        past the head it was never part of the chain, a copy every sink took leaves no
+        hole, and a hole whose chain hash nobody knows cannot be announced honestly
+        (phones report it as missing).
+        """
+        with self._lock:
+            found, self._found = self._found, []
+            return found
+
+    def _check_all(self, head: ChainHead | None) -> None:
+        with self._lock:
+            todo = sorted(self._unchecked.values(), key=_key)
+        try:
+            for obj in todo:
+                if self.closed:
+                    return  # the rest is checked at the next start
+                self._check_earlier(obj)
+            with self._put_lock:
+                if self.closed:
+                    return
+                self._settle(head, len(todo))
+        except Exception:
+            # What is left unchecked waits for the next start; recording goes on.
+            log.exception("spool %s: checking the files of earlier runs failed", self.directory)
+            return
+        if self._when_checked is not None:
+            self._when_checked()
+
+    def _check_earlier(self, obj: SpooledObject) -> None:
+        """Check ``obj``, a file of an earlier run, unless that was done already.
+
+        Intact, it may be delivered (or, owed to no sink, it is deleted). Otherwise it
+        leaves every queue at once, its file and links staying until ``_settle``.
+        """
+        with self._lock:
+            if obj.path.name not in self._unchecked:
+                return
+        problem, prev = self._check(obj)
+        with self._changed:
+            if self._unchecked.pop(obj.path.name, None) is None:
+                return  # another thread's verdict came first
+            owed = self._index.get(_key(obj)) is obj
+            if problem is None:
+                if prev is not None:
+                    self._prevs[obj.seq] = prev
+                if not owed:
+                    self._finished += 1
+            else:
+                failed = _Suspect(obj, self._forget(obj) if owed else (), problem)
+                assert self._device is not None  # nothing is unchecked without it
+                if obj.name == object_name(self._device.device_id, obj.seq):
+                    # Named as one of this device's objects: it may leave a hole in the
+                    # chain, which only the chain head tells (``_settle``).
+                    self._suspects[obj.path.name] = failed
+                else:
+                    self._strays.append(failed)
+            # A sink's oldest object may be deliverable now.
+            self._changed.notify_all()
+        if problem is None and not owed:
+            _unlink(obj.path)
+
+    def _settle(self, head: ChainHead | None, checked: int) -> None:
+        """Quarantine the files the check found not intact, or keep those that are holes
+        in the chain for ``damaged`` (caller holds the put lock; see ``damaged``).
+        ``checked`` files were checked after ``newest``."""
+        with self._lock:
+            suspects = sorted(self._suspects.values(), key=lambda s: s.obj.seq)
+            self._suspects.clear()
+            strays, self._strays = self._strays, []
+            intact = set(self._index) | set(self._evicted)
+        settled: list[tuple[Path, str]] = []
+        for stray in strays:
+            settled.append((stray.obj.path, stray.problem))
+            self._unlink_links(stray.obj.path.name, stray.holders)
+        runs: list[list[_Suspect]] = []
+        for suspect in suspects:
+            obj = suspect.obj
+            why = None
+            if head is None or obj.seq > head.seq:
+                why = "past the chain head: never delivered, no hole"
+            elif not suspect.holders:
+                why = "every sink had taken it: no hole"
+            elif _key(obj) in intact:
+                why = "an intact copy is spooled"
+            if why is not None:
+                settled.append((obj.path, f"{suspect.problem}; {why}"))
+                self._unlink_links(obj.path.name, suspect.holders)
+            elif runs and obj.seq <= runs[-1][-1].obj.seq + 1:
+                runs[-1].append(suspect)  # the next seq, or another file of the same
+            else:
+                runs.append([suspect])
+        damaged: dict[Eviction, list[_Suspect]] = {}
+        for run in runs:
+            first, last = run[0].obj, run[-1].obj
+            if head is not None and last.seq == head.seq:
+                bridge: bytes | None = head.hash
+            else:
+                bridge = self._prevs.get(last.seq + 1)
+            if bridge is None or bridge == ZERO_PREV:
+                # Zeros: the next object starts a chain of its own, naming nothing.
+                log.error(
+                    "spool: seq %d..%d damaged, and no intact object names its chain "
+                    "hash: it cannot be announced, phones will report it missing",
+                    first.seq,
+                    last.seq,
+                )
+                for suspect in run:
+                    settled.append((suspect.obj.path, suspect.problem))
+                    self._unlink_links(suspect.obj.path.name, suspect.holders)
+                continue
+            for suspect in run:
+                log.error(
+                    "spool: %r is damaged (%s): it is not delivered, and a notice "
+                    "announces it to the phones",
+                    suspect.obj.path.name,
+                    suspect.problem,
+                )
+            damaged[Eviction(first.seq, last.seq, bridge.hex(), last.cls, DAMAGED)] = run
+        self._quarantine_files(settled)
+        with self._changed:
+            self._damaged.update(damaged)
+            self._found += damaged
+            self._prevs.clear()
+            finished = self._finished
+            self._changed.notify_all()
+        if checked or strays or suspects:
+            log.info(
+                "spool %s: checked the files of earlier runs: %d not intact, %d intact that "
+                "no sink owed any more (deleted)",
+                self.directory,
+                len(strays) + len(suspects),
+                finished,
+            )
+
+    def _unlink_links(self, file_name: str, holders: Iterable[str]) -> None:
+        for sink in holders:
+            _unlink(self._queues_dir / sink / file_name)
+
+    def _quarantine_files(self, files: list[tuple[Path, str]]) -> None:
+        """Move ``files`` (path, why) into the quarantine, never to be delivered, and keep
+        the quarantine within its bounds by deleting its oldest files."""
+        number = max((_quarantine_number(p) for p in self._quarantine_entries()), default=0)
+        for path, why in files:
+            number += 1
+            target = self._quarantine / f"{number:06d}-{path.name[:200]}"
+            try:
+                os.rename(path, target)
+            except OSError as exc:
+                log.error("spool: cannot quarantine %r (%s): %s", path.name, why, exc.strerror)
+                continue
+            log.error("spool: quarantined %r: %s", path.name, why)
+        if files:
+            self._sync_objects()
+        entries = [(p, p.lstat().st_size) for p in self._quarantine_entries()]
+        total = sum(size for _, size in entries)
+        dropped = 0
+        while entries and (len(entries) > QUARANTINE_MAX_FILES or total > QUARANTINE_MAX_BYTES):
+            path, size = entries.pop(0)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _unlink(path)
+            total -= size
+            dropped += 1
+        if dropped:
+            log.warning(
+                "spool: the quarantine keeps at most %d file(s) and %d bytes: deleted its "
+                "%d oldest",
+                QUARANTINE_MAX_FILES,
+                QUARANTINE_MAX_BYTES,
+                dropped,
+            )
+        with self._lock:
+            self._quarantined = (len(entries), total)
+
+    def _quarantine_entries(self) -> list[Path]:
+        """What the quarantine holds, oldest first (by the number its names start with;
+        anything put there by hand counts as oldest)."""
+        return sorted(self._quarantine.iterdir(), key=lambda p: (_quarantine_number(p), p.name))
 
     def _hand_over(
         self, removed: str, objs: list[SpooledObject], queued: dict[str, list[SpooledObject]]
@@ -477,9 +833,8 @@ class Spool:
             with self._changed:
                 self._no_space = False
                 self._add(obj, targets)
-                evicted = self._evict_for_quota(obj)
                 self._changed.notify_all()
-            return self._evictions(evicted, QUOTA)
+            return self._evictions(self._evict_for_quota(obj), QUOTA)
 
     def make_room(self, nbytes: int) -> list[Eviction]:
         """Evict until the file system has room for ``nbytes`` plus the reserve.
@@ -495,7 +850,8 @@ class Spool:
             if space is None:
                 return []
             free, block = space
-            with self._changed:
+
+            def choose() -> tuple[list[SpooledObject], int]:
                 if self._closed:
                     raise SpoolError(f"the spool {self.directory} is closed")
                 shortfall = nbytes + self.reserve_bytes - free - self._evicted_bytes(block)
@@ -505,22 +861,22 @@ class Spool:
                         break
                     chosen.append(obj)
                     shortfall -= _on_disk(obj.size, block)
-                if shortfall <= 0:
-                    self._short_of_space_reported = False
-                elif not self._short_of_space_reported:
-                    self._short_of_space_reported = True
-                    log.warning(
-                        "spool %s: %d bytes free, %d more needed for %d bytes and the reserve "
-                        "of %d, and nothing left to evict",
-                        self.directory,
-                        free,
-                        shortfall,
-                        nbytes,
-                        self.reserve_bytes,
-                    )
-                evicted = [(obj, self._forget(obj)) for obj in chosen]
-                self._evicted.update((_key(obj), (obj, holders)) for obj, holders in evicted)
-                self._changed.notify_all()
+                return chosen, shortfall
+
+            evicted, shortfall = self._evict(choose)
+            if shortfall <= 0:
+                self._short_of_space_reported = False
+            elif not self._short_of_space_reported:
+                self._short_of_space_reported = True
+                log.warning(
+                    "spool %s: %d bytes free, %d more needed for %d bytes and the reserve "
+                    "of %d, and nothing left to evict",
+                    self.directory,
+                    free,
+                    shortfall,
+                    nbytes,
+                    self.reserve_bytes,
+                )
             return self._evictions(evicted, DISK_FULL)
 
     def announced(self, evictions: Iterable[Eviction]) -> None:
@@ -529,18 +885,27 @@ class Spool:
         Evictions announced before (or unknown to this run) are ignored.
         """
         victims: list[_Victim] = []
+        damaged: list[_Suspect] = []
         with self._lock:
             for eviction in evictions:
                 for key in self._unannounced.pop(eviction, ()):
                     victim = self._evicted.pop(key, None)
                     if victim is not None:
                         victims.append(victim)
+                damaged += self._damaged.pop(eviction, ())
         for obj, holders in victims:
             self._delete_files(obj, holders)
         if victims:
             # Durable, or a power cut could bring back objects a delivered notice announced
             # as discarded, and the phones would see both.
             self._sync_objects()
+        if damaged:
+            with self._put_lock:
+                for suspect in damaged:
+                    self._unlink_links(suspect.obj.path.name, suspect.holders)
+                self._quarantine_files(
+                    [(s.obj.path, f"{s.problem}; announced as damaged") for s in damaged]
+                )
 
     def _commit(self, obj: SpooledObject, data: bytes | bytearray, sinks: tuple[str, ...]) -> None:
         tmp = self._objects / f".{obj.path.name}{_TMP_SUFFIX}"
@@ -604,29 +969,59 @@ class Spool:
                     yield obj
 
     def _evict_for_quota(self, kept: SpooledObject) -> list[_Victim]:
-        """Take objects off the books until the spool fits its quota (caller holds the lock)."""
-        excess = self._size - self.quota_bytes
+        """Take objects off the books until the spool fits its quota (caller holds the put lock)."""
+
+        def choose() -> tuple[list[SpooledObject], int]:
+            excess = self._size - self.quota_bytes
+            if excess <= 0:
+                return [], excess
+            # Over the quota: down to the slack below it, as far as evictable objects go.
+            wanted = excess + self.quota_slack
+            chosen: list[SpooledObject] = []
+            for obj in self._evictable():
+                if wanted <= 0:
+                    break
+                if _key(obj) != _key(kept):
+                    chosen.append(obj)
+                    excess -= obj.size
+                    wanted -= obj.size
+            return chosen, excess
+
+        evicted, excess = self._evict(choose)
         if excess <= 0:
             self._over_quota_reported = False
-            return []
-        chosen: list[SpooledObject] = []
-        for obj in self._evictable():
-            if excess <= 0:
-                break
-            if _key(obj) != _key(kept):
-                chosen.append(obj)
-                excess -= obj.size
-        if excess > 0 and not self._over_quota_reported:
+        elif not self._over_quota_reported:
             self._over_quota_reported = True
             log.warning(
                 "spool over quota (%d > %d bytes) with nothing left it may evict: "
                 "essential objects and the newest object stay until their sinks take them",
-                self._size - sum(o.size for o in chosen),
+                self.quota_bytes + excess,
                 self.quota_bytes,
             )
-        evicted = [(obj, self._forget(obj)) for obj in chosen]
-        self._evicted.update((_key(obj), (obj, holders)) for obj, holders in evicted)
         return evicted
+
+    def _evict(
+        self, choose: Callable[[], tuple[list[SpooledObject], int]]
+    ) -> tuple[list[_Victim], int]:
+        """Take what ``choose`` picks (called with the lock held, returning the objects and
+        the bytes still missing) off the books (caller holds the put lock).
+
+        A file of an earlier run among them is checked first, outside the lock, and the
+        choice made again: its notice names its chain hash, which only an intact object
+        has, and a damaged one is not evicted but announced as damaged. Only the files
+        chosen are read, a few at most, never the whole spool.
+        """
+        while True:
+            with self._changed:
+                chosen, missing = choose()
+                unchecked = [obj for obj in chosen if not self._is_checked(obj)]
+                if not unchecked:
+                    evicted = [(obj, self._forget(obj)) for obj in chosen]
+                    self._evicted.update((_key(obj), (obj, holders)) for obj, holders in evicted)
+                    self._changed.notify_all()
+                    return evicted, missing
+            for obj in unchecked:
+                self._check_earlier(obj)
 
     def _forget(self, obj: SpooledObject) -> tuple[str, ...]:
         """Drop ``obj`` from memory; returns the queues (of any sink) still linking it."""
@@ -694,10 +1089,12 @@ class Spool:
         return chain_hash(signature).hex()
 
     def newest(self, device_id: bytes) -> ChainHead | None:
-        """The chain head of the newest object of ``device_id`` still on disk here.
+        """The chain head of the newest intact object of ``device_id`` still on disk here.
 
         An object is on disk from its commit until every sink took it, so after a
-        crash this and the sealer's recorded head together name the true head.
+        crash this and the sealer's recorded head together name the true head. Files of
+        earlier runs are checked here, newest first, until one is intact: usually the
+        newest is, and it is the only file read.
         """
         with self._lock:
             candidates = [
@@ -708,7 +1105,10 @@ class Spool:
                 if obj.name == object_name(device_id, obj.seq)
             ]
         for obj in sorted(candidates, key=_key, reverse=True):
-            head = self._chain_hash(obj)
+            self._check_earlier(obj)
+            with self._lock:
+                intact = self._index.get(_key(obj)) is obj or _key(obj) in self._evicted
+            head = self._chain_hash(obj) if intact else ""
             if head:
                 return ChainHead(obj.seq, bytes.fromhex(head))
         return None
@@ -716,12 +1116,11 @@ class Spool:
     # -- the uploader threads --------------------------------------------------------
 
     def pending(self, sink: str, limit: int | None = None) -> list[SpooledObject]:
-        """What ``sink`` still has to take, oldest (lowest seq) first."""
+        """What ``sink`` may take now, oldest (lowest seq) first: its queue up to the first
+        file of an earlier run not checked yet (see ``check``)."""
         with self._lock:
-            queue = self._queue(sink)
-            if limit is None:
-                return list(queue.values())
-            return list(itertools.islice(queue.values(), limit))
+            ready = itertools.takewhile(self._is_checked, self._queue(sink).values())
+            return list(ready if limit is None else itertools.islice(ready, limit))
 
     def claim(self, sink: str, obj: SpooledObject) -> bool:
         """``sink``'s uploader starts handing ``obj`` over; False when it was evicted (or
@@ -770,11 +1169,16 @@ class Spool:
         spool was closed or ``interrupt(sink)`` was called (False, unless pending)."""
         with self._changed:
             queue = self._queue(sink)
+
+            def ready() -> bool:
+                oldest = next(iter(queue.values()), None)
+                return oldest is not None and self._is_checked(oldest)
+
             self._changed.wait_for(
-                lambda: bool(queue) or self._interrupted[sink] or self._closed, timeout
+                lambda: ready() or self._interrupted[sink] or self._closed, timeout
             )
             self._interrupted[sink] = False
-            return bool(queue)
+            return ready()
 
     def wait_drained(self, sink: str, timeout: float | None = None) -> bool:
         """Block until ``sink`` has taken everything spooled for it (True) or the timeout
@@ -797,6 +1201,9 @@ class Spool:
             return self._queues[sink]
         except KeyError:
             raise ValueError(f"sink {sink!r} is not configured for this spool") from None
+
+    def _is_checked(self, obj: SpooledObject) -> bool:
+        return obj.path.name not in self._unchecked
 
     # -- status ----------------------------------------------------------------------
 
@@ -842,9 +1249,21 @@ class Spool:
                     entry = kept.setdefault(sink, {"objects": 0, "bytes": 0})
                     entry["objects"] += 1
                     entry["bytes"] += self._index[key].size
+            waiting = [s.obj for s in itertools.chain(self._suspects.values(), self._strays)]
+            waiting += [s.obj for run in self._damaged.values() for s in run]
             return {
                 "objects": len(self._index),
                 "bytes": self._size,
+                "quarantined": {
+                    "objects": self._quarantined[0] + len(waiting),
+                    "bytes": self._quarantined[1] + sum(obj.size for obj in waiting),
+                },
+                # Files of earlier runs not checked yet: neither they nor what is queued
+                # after them is delivered until they are.
+                "unchecked": {
+                    "objects": len(self._unchecked),
+                    "bytes": sum(obj.size for obj in self._unchecked.values()),
+                },
                 "quota_bytes": self.quota_bytes,
                 "free_bytes": free,
                 "reserve_bytes": self.reserve_bytes,
@@ -876,10 +1295,16 @@ class Spool:
 
     def close(self) -> None:
         """Wake every waiter and let another process open the spool. Nothing is lost:
-        objects evicted but not yet announced are delivered (or evicted) next run."""
+        objects evicted but not yet announced are delivered (or evicted) next run, and
+        files not checked yet are checked then."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+            checking = self._check_thread
+        if checking is not None and checking is not threading.current_thread():
+            # It stops after the file it is reading: nothing may touch the directory once
+            # another process can open the spool.
+            checking.join()
         self._lock_file.close()
 
     def __enter__(self) -> Spool:

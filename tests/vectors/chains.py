@@ -10,7 +10,9 @@
   ``seen.json`` of version 1, or of ``remembered_version`` when a vector has one;
 - ``chains_review``: more of the same, for the rules a hostile review of the phone added
   (keyrings never published, objects withheld from this phone, every remembered object,
-  re-announced evictions, a restart right after a quota range, clip-end notices).
+  re-announced evictions, a restart right after a quota range, clip-end notices);
+- ``chains_damaged``: ``discarded`` notices with reason ``"damaged"`` (a spooled file the
+  device found damaged), added to version 1 without changing a byte of the layout.
 
 Every set is signed by the published test device key: a stolen device key can sign all
 of these, and the phone must still report them.
@@ -538,6 +540,69 @@ REVIEW_CASES: list[tuple[str, Callable[[_Chain], None], list[str]]] = [
     ),
     ("a restart right after a quota range does not follow it", _restart_after_quota, ["replaced"]),
     ("a clip ended twice, the second time on another stream", _clip_ends, ["clip"]),
+]
+
+
+def damaged_meta(*ranges: tuple[int, int, bytes]) -> dict[str, Any]:
+    return quota_meta(*ranges, reason="damaged")
+
+
+def _damaged_honest(c: _Chain) -> None:
+    """Segment 3's spooled file was damaged: the notice's last_hash is the prev of 4."""
+    c.start(1)
+    for index in range(4):
+        c.segment(index)  # 2..5
+    c.append(N, damaged_meta((3, 3, c.hash(3))))  # 6
+    c.skip = {3}
+
+
+def _damaged_again(c: _Chain) -> None:
+    """Evicted 2..3 by quota, stopped before deleting them; after the restart 3 and its
+    event 4 were found damaged and announced, and again after a second stop."""
+    c.start(1)
+    for index in range(2):
+        c.segment(index)  # 2..3, continuous
+    c.event()  # 4
+    c.append(N, quota_meta((2, 3, c.hash(3))))  # 5
+    c.seal(6, c.hash(5), N, restart_meta((5, c.hash(5)), 6, 5))
+    c.keyring_object()  # 7
+    c.append(N, damaged_meta((3, 4, c.hash(4))))  # 8
+    c.append(N, damaged_meta((3, 4, c.hash(4))))  # 9
+    c.skip = {2, 3, 4}
+
+
+def _damaged_remembered(c: _Chain) -> None:
+    """A ring the phone saw live is damaged in the spool: it never reaches this copy."""
+    c.start(3)
+    c.remember_all(3)
+    c.append(N, damaged_meta((2, 2, c.hash(2))))
+    c.skip = {2}
+
+
+def _damaged_case(case: str) -> Callable[[_Chain], None]:
+    def build(c: _Chain) -> None:
+        c.start(1)
+        for index in range(3):
+            c.segment(index)  # 2..4
+        if case == "last_hash":
+            c.append(N, damaged_meta((3, 3, bytes(32))))
+        elif case == "corrupt":
+            c.append(N, quota_meta((3, 3, c.hash(3)), reason="corrupt"))
+        c.skip = {3}
+
+    return build
+
+
+DAMAGED_CASES: list[tuple[str, Callable[[_Chain], None], list[str]]] = [
+    ("honest: a damaged segment announced with the next object's prev", _damaged_honest, []),
+    (
+        "honest: damaged ranges announced twice, overlapping a quota range",
+        _damaged_again,
+        [],
+    ),
+    ("honest: a damaged ring this phone remembers", _damaged_remembered, []),
+    ("damaged: last_hash does not bridge", _damaged_case("last_hash"), ["replaced"]),
+    ("discarded: reason corrupt", _damaged_case("corrupt"), ["bad-discard", "missing"]),
 ]
 
 

@@ -19,7 +19,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chains import REVIEW_CASES, chain_vectors, payload_vectors, signature_vectors
+from chains import (
+    DAMAGED_CASES,
+    REVIEW_CASES,
+    chain_vectors,
+    payload_vectors,
+    signature_vectors,
+)
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from doorbell.sealing import format as fmt
@@ -182,6 +188,7 @@ def main() -> None:
     document["invalid_payloads"] = payload_vectors(device, phone_x, keyring_one)
     document["chains"] = chain_vectors(device, phone_x, keyring_one)
     document["chains_review"] = chain_vectors(device, phone_x, keyring_one, REVIEW_CASES)
+    document["chains_damaged"] = chain_vectors(device, phone_x, keyring_one, DAMAGED_CASES)
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("v1.json")
     if target.exists():
         committed = json.loads(target.read_text())
