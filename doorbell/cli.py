@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     add = actions.add_parser("add", help="enrol a phone: its key from 'doorbell-phone pubkey'")
     add.add_argument("name")
     add.add_argument("pubkey", metavar="PUBKEY")
+    add.add_argument(
+        "--allow-classical",
+        action="store_true",
+        help="accept a keyring that mixes x25519 and mlkem768-x25519 phones: footage is then "
+        "not post-quantum protected (recorded in the keyring file)",
+    )
     add.set_defaults(run=_keys_add)
     revoke = actions.add_parser("revoke", help="stop sealing to a phone from the next object on")
     revoke.add_argument("name")
@@ -200,6 +206,11 @@ def _status(args: argparse.Namespace) -> int:
         ("objects", f"{status['objects_sealed']} sealed, {status['objects_delivered']} delivered"),
         ("events", f"{status['events']} ({status['clips']} clips)"),
         ("phones", ", ".join(phones) or "none"),
+        *(
+            [("footage", _post_quantum(keyring["classical"]))]
+            if phones and "classical" in keyring
+            else []
+        ),
         ("device", str(status["device"])),
     ]
     lines += _delivery_lines(status)
@@ -229,6 +240,15 @@ def _delivery_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
     if status.get("waiting_for_room"):
         lines.append(
             ("warning", f"{status['waiting_for_room']} event(s) wait in memory for spool room")
+        )
+    quarantined = status.get("quarantined")
+    if quarantined:
+        lines.append(
+            (
+                "warning",
+                f"{quarantined} spool file(s) quarantined: not intact objects of this "
+                "doorbell, never delivered (see the log for which and why)",
+            )
         )
     for what, key in (("segment(s)", "segments_dropped"), ("event(s)", "essential_dropped")):
         if status.get(key):
@@ -264,24 +284,48 @@ def _keys_show(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    keyring = KeyringStore(prepare_state_dir(_state(args), create=False)).load()
+    stored = KeyringStore(prepare_state_dir(_state(args), create=False)).load_file()
+    keyring = stored.keyring
     print(f"keyring epoch {keyring.epoch}, {len(keyring)} recipient(s)")
     if not keyring.recipients:
         print("no phone is enrolled: the doorbell records nothing until one is added")
     for r in keyring.recipients:
         added = r.added.strftime("%Y-%m-%d %H:%M UTC")
-        print(f"  {r.name:<24} {r.key.suite.label:<16} {r.key.fingerprint}  added {added}")
+        line = f"  {r.name:<24} {r.key.suite.label:<16} {r.key.fingerprint}  added {added}"
+        if not r.key.suite.post_quantum:
+            line += "  NOT post-quantum"
+            consent = stored.consent(r)
+            if consent is not None:
+                line += f", allowed {consent.given:%Y-%m-%d %H:%M UTC} (--allow-classical)"
+        print(line)
+    if keyring.recipients:
+        print(f"footage is {_post_quantum([r.name for r in keyring.classical])}")
     return EXIT_OK
+
+
+def _post_quantum(classical: Sequence[str]) -> str:
+    """Whether footage is post-quantum protected, and which phones make it not."""
+    if not classical:
+        return "post-quantum protected: every phone uses mlkem768-x25519"
+    names = ", ".join(repr(name) for name in classical)
+    return (
+        f"NOT post-quantum protected: {names} "
+        f"{'uses' if len(classical) == 1 else 'use'} x25519, and every object wraps its key "
+        "for every phone, so a future quantum computer could open everything sealed to this "
+        "keyring"
+    )
 
 
 def _keys_add(args: argparse.Namespace) -> int:
     key = RecipientPublicKey.from_string(args.pubkey)
     store = KeyringStore(prepare_state_dir(_state(args)))
-    with store.editing() as box:
-        box[0] = box[0].add(args.name, key, datetime.now(UTC))
-        epoch = box[0].epoch
+    keyring = store.add(
+        args.name, key, datetime.now(UTC), allow_classical=args.allow_classical
+    ).keyring
+    epoch = keyring.epoch
     print(f"enrolled {args.name!r} ({key.suite.label}, {key.fingerprint}); keyring epoch {epoch}")
     print("every object sealed from now on can be opened by this phone")
+    print(f"footage is {_post_quantum([r.name for r in keyring.classical])}")
     return EXIT_OK
 
 

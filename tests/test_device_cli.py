@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from daemon_harness import DaemonRig, wait_for
 
 from doorbell.cli import main
 from doorbell.sealing import (
@@ -67,7 +71,7 @@ def test_add_list_revoke(state_dir: Path, capsys: Capture) -> None:
     assert keys(state_dir, "add", "alice-phone", alice.to_string()) == 0
     out = capsys.readouterr().out
     assert f"enrolled 'alice-phone' (mlkem768-x25519, {alice.fingerprint}); keyring epoch 1" in out
-    assert keys(state_dir, "add", "bob", _phone_key(Suite.X25519)) == 0
+    assert keys(state_dir, "add", "bob", _phone_key(Suite.X25519), "--allow-classical") == 0
     assert "keyring epoch 2" in capsys.readouterr().out
 
     assert keys(state_dir, "list") == 0
@@ -190,3 +194,135 @@ def test_missing_arguments_are_usage_errors(state_dir: Path, capsys: Capture) ->
         keys(state_dir, "add", "alice")
     assert exit_.value.code == 2
     assert "PUBKEY" in capsys.readouterr().err
+
+
+# -- post-quantum protection: one classical phone opens every object to a quantum computer --
+
+PROTECTED = "footage is post-quantum protected: every phone uses mlkem768-x25519\n"
+
+
+def _not_protected(*names: str) -> str:
+    listed = ", ".join(repr(name) for name in names)
+    verb = "uses" if len(names) == 1 else "use"
+    return (
+        f"NOT post-quantum protected: {listed} {verb} x25519, and every object wraps its key "
+        "for every phone, so a future quantum computer could open everything sealed to this "
+        "keyring"
+    )
+
+
+def test_adding_an_x25519_phone_beside_hybrid_ones_is_refused(
+    state_dir: Path, capsys: Capture
+) -> None:
+    assert keys(state_dir, "add", "alice", _phone_key()) == 0
+    assert capsys.readouterr().out.endswith(PROTECTED)
+    before = (state_dir / "keyring.json").read_bytes()
+    # The real command line, as the owner types it: exit 2, one line, no traceback.
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell", "keys", "--state", str(state_dir), "add", "bob",
+         _phone_key(Suite.X25519)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr.startswith("doorbell: refused: 'bob' uses x25519, which a quantum ")
+    assert "not even what 'alice' read" in run.stderr
+    assert "--allow-classical" in run.stderr and "the keyring is unchanged" in run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    assert (state_dir / "keyring.json").read_bytes() == before
+
+    assert keys(state_dir, "list") == 0
+    out = capsys.readouterr().out
+    assert "keyring epoch 1, 1 recipient(s)" in out and out.endswith(PROTECTED)
+
+
+def test_adding_a_hybrid_phone_beside_an_x25519_one_is_refused(
+    state_dir: Path, capsys: Capture
+) -> None:
+    assert keys(state_dir, "add", "old-phone", _phone_key(Suite.X25519)) == 0
+    assert capsys.readouterr().out.endswith(f"footage is {_not_protected('old-phone')}\n")
+    before = (state_dir / "keyring.json").read_bytes()
+    assert keys(state_dir, "add", "new-phone", _phone_key()) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(
+        "doorbell: refused: footage would not be post-quantum protected for 'new-phone': "
+        "'old-phone' uses x25519"
+    )
+    assert "Revoke 'old-phone' or enrol it again with an mlkem768-x25519 key" in err
+    assert (state_dir / "keyring.json").read_bytes() == before
+
+
+def test_allow_classical_enrols_records_and_is_shown(state_dir: Path, capsys: Capture) -> None:
+    assert keys(state_dir, "add", "alice", _phone_key()) == 0
+    bob = RecipientPrivateKey.generate(Suite.X25519).public_key()
+    assert keys(state_dir, "add", "bob", bob.to_string(), "--allow-classical") == 0
+    out = capsys.readouterr().out
+    assert "enrolled 'bob' (x25519, " in out and "keyring epoch 2" in out
+    assert out.endswith(f"footage is {_not_protected('bob')}\n")
+
+    recorded = json.loads((state_dir / "keyring.json").read_text())["device_only"]
+    [consent] = recorded["classical_allowed"]
+    assert (consent["name"], consent["fingerprint"]) == ("bob", bob.fingerprint)
+    allowed = datetime.strptime(consent["allowed"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - allowed).total_seconds()) < 60
+
+    assert keys(state_dir, "list") == 0
+    out = capsys.readouterr().out
+    [bob_line] = [line for line in out.splitlines() if line.startswith("  bob ")]
+    when = allowed.strftime("%Y-%m-%d %H:%M UTC")
+    assert bob_line.endswith(f"NOT post-quantum, allowed {when} (--allow-classical)")
+    [alice_line] = [line for line in out.splitlines() if line.startswith("  alice ")]
+    assert "post-quantum" not in alice_line
+    assert out.endswith(f"footage is {_not_protected('bob')}\n")
+
+    # Revoking the classical phone gives the protection back, and its consent goes with it.
+    assert keys(state_dir, "revoke", "bob") == 0
+    assert keys(state_dir, "list") == 0
+    assert capsys.readouterr().out.endswith(PROTECTED)
+    assert "device_only" not in json.loads((state_dir / "keyring.json").read_text())
+
+
+def test_a_keyring_of_x25519_phones_is_listed_as_not_protected(
+    state_dir: Path, capsys: Capture
+) -> None:
+    for name in ("bob", "dave"):
+        assert keys(state_dir, "add", name, _phone_key(Suite.X25519)) == 0
+    capsys.readouterr()
+    assert keys(state_dir, "list") == 0
+    out = capsys.readouterr().out
+    assert sum(line.endswith("  NOT post-quantum") for line in out.splitlines()) == 2
+    assert out.endswith(f"footage is {_not_protected('bob', 'dave')}\n")
+
+
+def test_status_of_the_running_daemon_says_which_phone_is_not_post_quantum(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    rig = DaemonRig(tmp_path)  # enrols one x25519 phone, 'test-phone'
+    rig.start()
+    try:
+        rig.wait_ready()
+        assert main(["status", "-c", str(rig.config)]) == 0
+        out = capsys.readouterr().out
+        assert f"footage    {_not_protected('test-phone')}\n" in out
+        assert main(["status", "--json", "-c", str(rig.config)]) == 0
+        keyring = json.loads(capsys.readouterr().out)["keyring"]
+        assert (keyring["classical"], keyring["post_quantum"]) == (["test-phone"], False)
+
+        # Enrol a hybrid phone, revoke the classical one, reload: protected again.
+        argv = [_phone_key(), "--allow-classical"]
+        assert keys(rig.state, "add", "alice", *argv) == 0
+        assert keys(rig.state, "revoke", "test-phone") == 0
+        assert rig.process is not None
+        rig.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: rig.status().get("keyring", {}).get("phones") == ["alice"], 30, "the reload"
+        )
+        capsys.readouterr()
+        assert main(["status", "-c", str(rig.config)]) == 0
+        out = capsys.readouterr().out
+        assert "footage    post-quantum protected: every phone uses mlkem768-x25519\n" in out
+        assert rig.status()["keyring"]["post_quantum"] is True
+        assert rig.stop() == 0
+    finally:
+        rig.kill()

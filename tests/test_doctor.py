@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,11 @@ from test_s3 import settings
 from test_spool import TIMEOUT, SignallingEvent, seal, sealer  # noqa: F401
 from test_spool_full_disk import small_disk  # noqa: F401
 
+from doorbell.cli import main
 from doorbell.daemon.control import SOCKET_NAME, ControlServer
-from doorbell.daemon.doctor import FAIL, PASS, WARN, Check, run_checks
+from doorbell.daemon.doctor import FAIL, PASS, WARN, Check, memory_cgroup_enabled, run_checks
 from doorbell.phone.s3source import S3Source
-from doorbell.sealing import Kind
+from doorbell.sealing import Kind, RecipientPrivateKey, Suite
 from doorbell.transport.s3 import S3Sink
 from doorbell.transport.sink import SinkUnavailable
 from doorbell.transport.spool import ObjectClass, Spool
@@ -321,3 +323,74 @@ def test_doctor_reads_a_running_daemon_whose_s3_sink_is_down(tmp_path: Path) -> 
         assert rig.stop() == 0
     finally:
         rig.kill()
+
+
+# -- post-quantum protection of the enrolled phones ------------------------------------------
+
+
+def _phones_line(config: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The ``phones`` line of ``doorbell doctor``, through the real command line."""
+    main(["doctor", "-c", str(config)])
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if line.split()[1:2] == ["phones"]]
+    return line
+
+
+def test_doctor_says_which_phone_takes_the_post_quantum_protection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    state = str(tmp_path / "state")
+    hybrid = RecipientPrivateKey.generate(Suite.MLKEM768_X25519).public_key().to_string()
+    assert main(["keys", "--state", state, "add", "alice", hybrid]) == 0
+    assert _phones_line(config, capsys) == (
+        "PASS  phones   1 phone(s), epoch 1, suites mlkem768-x25519; "
+        "footage is post-quantum protected"
+    )
+
+    classical = RecipientPrivateKey.generate(Suite.X25519).public_key().to_string()
+    assert main(["keys", "--state", state, "add", "bob", classical, "--allow-classical"]) == 0
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert _phones_line(config, capsys) == (
+        "WARN  phones   2 phone(s), epoch 2, suites mlkem768-x25519, x25519; footage is NOT "
+        "post-quantum protected: every object wraps its key for every phone, and 'bob' "
+        f"(x25519, allowed {today} by the owner) would let a future quantum computer open "
+        "it (revoke, or enrol again with an mlkem768-x25519 key)"
+    )
+
+    # A keyring of x25519 phones only: nothing to refuse, and nothing protected either.
+    other = write_config(tmp_path / "other")
+    state = str(tmp_path / "other" / "state")
+    assert main(["keys", "--state", state, "add", "carol", classical]) == 0
+    line = _phones_line(other, capsys)
+    assert line.startswith("WARN  phones   1 phone(s), epoch 1, suites x25519; footage is NOT ")
+    assert "'carol' (x25519) would let a future quantum computer open it" in line
+
+
+PROC_CGROUPS = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "enabled"),
+    [
+        (PROC_CGROUPS + "memory\t4\t23\t1\n", True),
+        # A Raspberry Pi kernel without cgroup_enable=memory lists it, disabled.
+        (PROC_CGROUPS + "memory\t0\t1\t0\n", False),
+        (PROC_CGROUPS, None),
+    ],
+)
+def test_doctor_reads_whether_the_memory_limits_apply(
+    tmp_path: Path, text: str, enabled: bool | None
+) -> None:
+    cgroups = tmp_path / "cgroups"
+    cgroups.write_text(text)
+    assert memory_cgroup_enabled(cgroups) is enabled
+    assert memory_cgroup_enabled(tmp_path / "absent") is None
+
+
+def test_doctor_says_whether_the_kernel_enforces_the_memory_limits() -> None:
+    (check,) = [c for c in run_checks(None) if c.name == "memory"]
+    if memory_cgroup_enabled():
+        assert check.verdict == PASS
+    else:
+        assert check.verdict == WARN and "cgroup_enable=memory" in check.detail

@@ -19,10 +19,14 @@ from doorbell.sealing import (
     Keyring,
     KeyringError,
     KeyringStore,
+    Kind,
+    Reader,
     RecipientPrivateKey,
     RecipientPublicKey,
+    Sealer,
     Suite,
 )
+from doorbell.sealing.keyring import ClassicalConsent, MixedSuites
 
 X, M = Suite.X25519, Suite.MLKEM768_X25519
 NOW = datetime(2026, 11, 29, 21, 50, 7, 123456, tzinfo=UTC)
@@ -317,6 +321,144 @@ def test_unreadable_keyring_file_is_a_key_file_error(tmp_path: Path) -> None:
     (tmp_path / "keyring.json").mkdir()
     with pytest.raises(KeyFileError, match="cannot read"):
         KeyringStore(tmp_path).load()
+
+
+# --- suites: a classical phone beside a post-quantum one only with the owner's consent ------
+
+
+def test_post_quantum_only_when_every_phone_is_hybrid() -> None:
+    hybrid = Keyring().add("alice", _key(M), NOW).add("carol", _key(M), NOW)
+    assert (hybrid.post_quantum, hybrid.classical) == (True, ())
+    mixed = hybrid.add("bob", _key(X), NOW)
+    assert not mixed.post_quantum
+    assert [r.name for r in mixed.classical] == ["bob"]
+    assert not Keyring().post_quantum, "nothing is sealed to an empty keyring"
+    assert not Keyring().add("bob", _key(X), NOW).post_quantum
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "message"),
+    [
+        (
+            M,
+            X,
+            "refused: 'second' uses x25519, which a quantum computer can break; every object "
+            "wraps its data key for every phone, so with it enrolled nothing sealed would be "
+            "post-quantum protected, not even what 'first' read. Enrol it with an "
+            "mlkem768-x25519 key, or add it with --allow-classical to accept this; the "
+            "keyring is unchanged",
+        ),
+        (
+            X,
+            M,
+            "refused: footage would not be post-quantum protected for 'second': 'first' uses "
+            "x25519, which a quantum computer can break, and every object wraps its data key "
+            "for every phone. Revoke 'first' or enrol it again with an mlkem768-x25519 key, or "
+            "add 'second' with --allow-classical to accept this; the keyring is unchanged",
+        ),
+    ],
+    ids=["x25519 beside hybrid", "hybrid beside x25519"],
+)
+def test_mixing_suites_is_refused_and_changes_nothing(
+    tmp_path: Path, first: Suite, then: Suite, message: str
+) -> None:
+    store = KeyringStore(tmp_path)
+    store.add("first", _key(first), NOW)
+    before = (tmp_path / "keyring.json").read_bytes()
+    with pytest.raises(MixedSuites) as refused:
+        store.add("second", _key(then), NOW)
+    assert str(refused.value) == message
+    assert isinstance(refused.value, KeyringError)
+    assert (tmp_path / "keyring.json").read_bytes() == before
+
+
+def test_phones_of_one_suite_need_no_consent(tmp_path: Path) -> None:
+    for suite in (X, M):
+        directory = tmp_path / suite.label
+        directory.mkdir()
+        store = KeyringStore(directory)
+        store.add("one", _key(suite), NOW)
+        stored = store.add("two", _key(suite), NOW)
+        assert stored.keyring.post_quantum is suite.post_quantum
+        assert stored.classical_allowed == ()
+        assert (directory / "keyring.json").read_bytes() == stored.keyring.to_json()
+
+
+def test_consent_is_recorded_on_the_device_and_never_published(tmp_path: Path) -> None:
+    store = KeyringStore(tmp_path)
+    alice = RecipientPrivateKey.generate(M)
+    store.add("alice", alice.public_key(), NOW)
+    bob = _key(X)
+    store.add("bob", bob, NOW + timedelta(minutes=5), allow_classical=True)
+
+    on_disk = json.loads((tmp_path / "keyring.json").read_bytes())
+    assert on_disk["device_only"] == {
+        "classical_allowed": [
+            {"name": "bob", "fingerprint": bob.fingerprint, "allowed": "2026-11-29T21:55:07Z"}
+        ]
+    }
+    stored = store.load_file()
+    [bob_recipient] = stored.keyring.classical
+    assert stored.consent(bob_recipient) == ClassicalConsent(
+        "bob", bob.fingerprint, datetime(2026, 11, 29, 21, 55, 7, tzinfo=UTC)
+    )
+    keyring = store.load()
+    assert keyring == stored.keyring and keyring.epoch == 2
+    assert b"device_only" not in keyring.to_json()
+
+    # What phones receive is the keyring document alone.
+    with Sealer(tmp_path) as sealer:
+        published, _ = sealer.seal(Kind.EVENT, {}, b"")
+        device = sealer.device_key
+    opened = Reader([alice], [device]).open(bytes(published.data))
+    assert bytes(opened.body) == keyring.to_json()
+    assert "device_only" not in json.loads(bytes(opened.body))
+
+
+def test_consent_goes_with_the_phone_it_was_given_for(tmp_path: Path) -> None:
+    store = KeyringStore(tmp_path)
+    store.add("alice", _key(M), NOW)
+    store.add("bob", _key(X), NOW, allow_classical=True)
+    with store.editing() as box:
+        box[0] = box[0].revoke("bob")
+    assert "device_only" not in json.loads((tmp_path / "keyring.json").read_bytes())
+    with pytest.raises(MixedSuites, match="'bob' uses x25519"):
+        store.add("bob", _key(X), NOW)
+    # Given with a hybrid phone's enrolment, it covers the classical phones already there.
+    other = KeyringStore(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    other.add("bob", _key(X), NOW)
+    other.add("dave", _key(X), NOW)
+    stored = other.add("carol", _key(M), NOW, allow_classical=True)
+    assert [c.name for c in stored.classical_allowed] == ["bob", "dave"]
+    assert other.add("erin", _key(M), NOW).keyring.epoch == 4
+
+
+@pytest.mark.parametrize(
+    ("device_only", "message"),
+    [
+        ([], "device_only.classical_allowed must be a list"),
+        ({"classical_allowed": {}}, "device_only.classical_allowed must be a list"),
+        ({"classical_allowed": ["bob"]}, "classical_allowed 0: not an object"),
+        (
+            {"classical_allowed": [{"name": "bob", "fingerprint": 1, "allowed": ""}]},
+            "classical_allowed 0: name and fingerprint must be strings",
+        ),
+        (
+            {"classical_allowed": [{"name": "b", "fingerprint": "f", "allowed": "yesterday"}]},
+            "classical_allowed 0: allowed 'yesterday' is not YYYY-MM-DDTHH:MM:SSZ",
+        ),
+    ],
+)
+def test_a_broken_consent_record_names_the_file(
+    tmp_path: Path, device_only: Any, message: str
+) -> None:
+    document = _document(Keyring().add("bob", _key(X), NOW))
+    document["device_only"] = device_only
+    (tmp_path / "keyring.json").write_text(json.dumps(document))
+    with pytest.raises(KeyringError, match=re.escape(f"{tmp_path / 'keyring.json'}: ")) as bad:
+        KeyringStore(tmp_path).load()
+    assert message in str(bad.value)
 
 
 # --- strict parsing: one document, one meaning -----------------------------------------------

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hpke
@@ -27,10 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from doorbell import cli as device_cli
+from doorbell.capture.synthetic import SyntheticSource
 from doorbell.phone.chain import Verification, verify_source
 from doorbell.phone.objects import DirectorySource
 from doorbell.sealing import (
     BadSignature,
+    ChainHead,
     DecryptionFailed,
     DevicePublicKey,
     DeviceSigningKey,
@@ -50,9 +53,11 @@ from doorbell.sealing import (
     SealingError,
     Suite,
     UntrustedDevice,
+    write_atomic,
 )
 from doorbell.sealing import format as fmt
 from doorbell.sealing.sealer import seal_bytes
+from doorbell.sealing.state import HEAD_BLOCK, SequenceFile
 from doorbell.transport.local import LocalDirectorySink
 
 X, M = Suite.X25519, Suite.MLKEM768_X25519
@@ -133,6 +138,19 @@ def padme(length: int) -> int:
     return (length + mask) & ~mask
 
 
+SIZE_CLASS = 65536
+
+
+def padded(kind: Kind, length: int) -> int:
+    """What a Doorbell writer pads a payload to (FORMAT.md section 4, "Doorbell writers")."""
+    if kind is Kind.SEGMENT:
+        return padme(length)
+    size = SIZE_CLASS
+    while size < length:
+        size *= 2
+    return size
+
+
 def sealed_bytes(objects: list[SealedObject]) -> list[bytes]:
     return [bytes(o.data) for o in objects]
 
@@ -194,28 +212,151 @@ def test_a_phone_with_several_keys_opens_with_whichever_is_enrolled(
     assert bytes(reader.open(event).body) == b"x"
 
 
+@pytest.mark.parametrize("kind", [Kind.NOTICE, Kind.SEGMENT], ids=["notice", "segment"])
 @pytest.mark.parametrize("size", [0, 1, 13, 200, 4096, 100_003])
 def test_payload_layout_and_padding_follow_the_spec(
-    state_dir: Path, enrol: Enrol, fixed_clock: Callable[[], float], size: int
+    state_dir: Path, enrol: Enrol, fixed_clock: Callable[[], float], size: int, kind: Kind
 ) -> None:
     phone = enrol("phone")
     body = os.urandom(size)
     meta = {"notice": "clip-end", "last_index": 7}
     with Sealer(state_dir, clock=fixed_clock) as sealer:
-        data = bytes(sealer.seal(Kind.NOTICE, meta, body)[-1].data)
+        data = bytes(sealer.seal(kind, meta, body)[-1].data)
 
     assert data[:10] == MAGIC + b"\x01\x00"
     assert len(data) == header_len(data) + ciphertext_len(data) + 64
     plain = decrypt_payload(data, recover_data_key(data, phone))
-    kind, reserved, epoch, time_us, m = struct.unpack_from(">BBIqH", plain)
-    assert (kind, reserved, epoch, time_us) == (5, 0, 1, FIXED_TIME_US)
+    kind_byte, reserved, epoch, time_us, m = struct.unpack_from(">BBIqH", plain)
+    assert (kind_byte, reserved, epoch, time_us) == (kind, 0, 1, FIXED_TIME_US)
     assert json.loads(plain[16 : 16 + m]) == meta
     (b,) = struct.unpack_from(">I", plain, 16 + m)
     assert plain[20 + m : 20 + m + b] == body
     length = 20 + m + b
-    assert len(plain) == padme(length)
-    assert ciphertext_len(data) == padme(length) + 16
+    assert len(plain) == padded(kind, length)
+    assert ciphertext_len(data) == padded(kind, length) + 16
     assert plain[length:] == bytes(len(plain) - length)
+    if kind is Kind.NOTICE:
+        assert len(plain) == (SIZE_CLASS if length <= SIZE_CLASS else 2 * SIZE_CLASS)
+
+
+# --- 1b. one size for everything but media segments -----------------------------------------
+
+STREAM, CLIP = "5e" * 16, "c1" * 16
+
+
+def _real_snapshot() -> bytes:
+    """A JPEG from the snapshot code, of the synthetic 720p camera's picture, 640 px wide."""
+    source = SyntheticSource(1280, 720, fps=15, realtime=False, seconds=1.0)
+    try:
+        for _unit in source.frames():
+            snapshot = source.snapshot(640)
+            if snapshot is not None:
+                return snapshot
+    finally:
+        source.close()
+    raise AssertionError("the synthetic camera made no picture")
+
+
+def _every_small_kind(snapshot: bytes, keyring: Keyring) -> dict[str, tuple[Kind, Any, bytes]]:
+    """One payload of every kind but media segments, with the meta the daemon writes (the
+    restart notice comes from the sealer itself)."""
+    event = {"clip": CLIP, "stream": STREAM, "first_index": 0, "position": 3.5, "camera": "door"}
+    return {
+        "ring with snapshot": (Kind.EVENT, {"type": "ring", **event}, snapshot),
+        "motion without snapshot": (Kind.EVENT, {"type": "motion", **event}, b""),
+        "clip-end": (
+            Kind.NOTICE,
+            {"notice": "clip-end", "clip": CLIP, "stream": STREAM, "last_index": 4,
+             "reason": "post-roll"},
+            b"",
+        ),
+        "discarded": (
+            Kind.NOTICE,
+            {"notice": "discarded", "reason": "quota",
+             "ranges": [{"first": 1, "last": 3, "last_hash": "cd" * 32}]},
+            b"",
+        ),
+        "init": (
+            Kind.INIT,
+            {"stream": STREAM, "codec": "h264", "width": 1280, "height": 720, "fps": 30,
+             "camera": "door"},
+            b"ftyp" + os.urandom(700) + b"moov",
+        ),
+        "keyring": (Kind.KEYRING, {"epoch": keyring.epoch}, keyring.to_json()),
+    }  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.parametrize("suites", [[M], [X, M, M, X, M]], ids=["1 phone", "5 phones"])
+def test_events_notices_keyrings_and_inits_are_one_size(
+    state_dir: Path, enrol: Enrol, suites: list[Suite]
+) -> None:
+    phones = [enrol(f"phone {i}", suite) for i, suite in enumerate(suites)]
+    snapshot = _real_snapshot()
+    assert 10_000 < len(snapshot) < SIZE_CLASS // 2, "the synthetic camera's 640 px JPEG"
+    # The keyring object the sealer publishes first, and a restart notice of its own: the
+    # sealer is dropped without closing, as a power cut would, and started again.
+    first_run = Sealer(state_dir)
+    published = first_run.seal(Kind.EVENT, RING, b"")
+    device = first_run.device_key
+    del first_run
+    gc.collect()
+    with Sealer(state_dir) as sealer:
+        restarted = sealer.seal(Kind.EVENT, RING, b"")
+        assert [o.kind for o in restarted] == [Kind.NOTICE, Kind.KEYRING, Kind.EVENT]
+        objects = {"published keyring": published[0], "restart notice": restarted[0]}
+        for name, (kind, meta, body) in _every_small_kind(snapshot, sealer.keyring).items():
+            objects[name] = sealer.seal(kind, meta, body)[-1]
+
+    reader = Reader(phones, [device])
+    sizes = {name: len(sealed.data) for name, sealed in objects.items()}
+    for name, sealed in objects.items():
+        assert reader.open(bytes(sealed.data)).kind is sealed.kind, name
+        assert ciphertext_len(bytes(sealed.data)) == SIZE_CLASS + 16, name
+    assert len(set(sizes.values())) == 1, sizes
+    stanza_bytes = sum(17 + WRAPPED_LEN[s] for s in suites)
+    assert set(sizes.values()) == {95 + stanza_bytes + 8 + SIZE_CLASS + 16 + 64}
+
+
+def test_what_outgrows_the_size_class_takes_the_next_doubling(
+    state_dir: Path, enrol: Enrol
+) -> None:
+    # 40 hybrid phones make a keyring document of about 85 KB; a 70 KB snapshot.
+    phones = [enrol(f"phone {i:02}", M) for i in range(40)]
+    big_snapshot = b"\xff\xd8" + os.urandom(70_000) + b"\xff\xd9"
+    huge_snapshot = b"\xff\xd8" + os.urandom(200_000) + b"\xff\xd9"
+    with Sealer(state_dir) as sealer:
+        keyring_object, small = sealer.seal(Kind.EVENT, RING, b"")
+        big = sealer.seal(Kind.EVENT, RING, big_snapshot)[-1]
+        huge = sealer.seal(Kind.EVENT, RING, huge_snapshot)[-1]
+        notice = sealer.seal_notice({"notice": "clip-end", "clip": CLIP, "stream": STREAM,
+                                     "last_index": 0, "reason": "shutdown"})[-1]  # fmt: skip
+        device = sealer.device_key
+
+    assert 2 * SIZE_CLASS > len(KeyringStore(state_dir).load().to_json()) > SIZE_CLASS
+    lengths = {
+        name: ciphertext_len(bytes(sealed.data)) - 16
+        for name, sealed in [("keyring", keyring_object), ("empty event", small),
+                             ("70 KB snapshot", big), ("200 KB snapshot", huge),
+                             ("notice", notice)]
+    }  # fmt: skip
+    assert lengths == {
+        "keyring": 2 * SIZE_CLASS,
+        "empty event": SIZE_CLASS,
+        "70 KB snapshot": 2 * SIZE_CLASS,
+        "200 KB snapshot": 4 * SIZE_CLASS,
+        "notice": SIZE_CLASS,
+    }
+    reader = Reader([phones[-1]], [device])
+    assert bytes(reader.open(bytes(huge.data)).body) == huge_snapshot
+
+
+def test_the_doubling_stops_at_the_largest_ciphertext_a_reader_accepts() -> None:
+    largest = fmt.MIN_INNER + fmt.MAX_META + fmt.MAX_BODY
+    assert fmt.padded_payload_len(Kind.EVENT, largest) == fmt.MAX_CIPHERTEXT - 16 >= largest
+    assert fmt.padded_payload_len(Kind.EVENT, 64 * 2**20) == 64 * 2**20
+    assert fmt.padded_payload_len(Kind.EVENT, 64 * 2**20 + 1) == fmt.MAX_CIPHERTEXT - 16
+    assert fmt.padded_payload_len(Kind.SEGMENT, largest) == fmt.MAX_CIPHERTEXT - 16
 
 
 def test_empty_keyring_seals_nothing(state_dir: Path) -> None:
@@ -231,7 +372,8 @@ def test_empty_keyring_seals_nothing(state_dir: Path) -> None:
 def small_object(state_dir: Path, enrol: Enrol) -> tuple[bytes, Reader]:
     phone = enrol("phone")
     with Sealer(state_dir) as sealer:
-        data = bytes(sealer.seal(Kind.EVENT, {}, b"hi!")[-1].data)
+        # A media segment: Padmé keeps it small, so every one of its bits can be flipped.
+        data = bytes(sealer.seal(Kind.SEGMENT, {}, b"hi!")[-1].data)
         device = sealer.device_key
     return data, Reader([phone], [device])
 
@@ -539,7 +681,7 @@ def test_revocation_applies_to_the_next_object(state_dir: Path, enrol: Enrol) ->
 def test_phone_added_by_the_cli_gets_the_next_object(
     state_dir: Path, enrol: Enrol, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    alice = enrol("alice")
+    alice = enrol("alice", M)
     sealer = Sealer(state_dir)
     first = sealer.seal(Kind.EVENT, {}, b"one")
     newcomer = RecipientPrivateKey.generate(M)
@@ -665,6 +807,92 @@ def test_lost_or_corrupt_head_file_never_reuses_a_number(
     assert [f.code for f in result.problems] == ["restart-mismatch", "notice-hides-delivered"]
 
 
+def _head_slot(head: ChainHead) -> bytes:
+    body = head.seq.to_bytes(8, "big") + head.hash
+    return body + hashlib.sha256(body).digest()[:8]
+
+
+def test_a_torn_sector_of_the_head_file_leaves_the_other_slot(state_dir: Path) -> None:
+    older, newer = ChainHead(7, b"\x07" * 32), ChainHead(8, b"\x08" * 32)
+    state_dir.mkdir()
+    sequence = SequenceFile(state_dir)
+    sequence.record(older, sync=True)
+    sequence.record(newer, sync=True)
+    sequence.close()
+    head = state_dir / "head.bin"
+    raw = bytearray(head.read_bytes())
+    assert raw[HEAD_BLOCK : HEAD_BLOCK + 48] == _head_slot(newer)
+    # Both slots once sat in this sector; now only the first does.
+    raw[:512] = os.urandom(512)
+    head.write_bytes(raw)
+    assert SequenceFile(state_dir).read_head() == newer
+    raw[HEAD_BLOCK:] = os.urandom(len(raw) - HEAD_BLOCK)
+    head.write_bytes(raw)
+    assert SequenceFile(state_dir).read_head() is None
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_head_write_torn_by_a_power_cut_keeps_the_restart_notice_exact(
+    state_dir: Path, enrol: Enrol, tmp_path: Path
+) -> None:
+    alice = enrol("alice")
+    sealer = Sealer(state_dir)
+    device = sealer.device_key
+    run1 = sealer.seal(Kind.EVENT, RING, b"1") + sealer.seal(Kind.EVENT, RING, b"2")
+    del sealer
+    gc.collect()
+    hashes = [fmt.chain_hash(bytes(o.data[-64:])) for o in run1]
+    head = state_dir / "head.bin"
+    raw = bytearray(head.read_bytes())
+    # Heads 0, 1 and 2 went to blocks 0, 1 and 0: the next goes to block 1.
+    assert raw[:48] == _head_slot(ChainHead(2, hashes[2]))
+    assert raw[HEAD_BLOCK:] == _head_slot(ChainHead(1, hashes[1])) + bytes(48)
+    # The power cut fell while it was being written: all of block 1 is garbage.
+    raw[HEAD_BLOCK:] = os.urandom(HEAD_BLOCK)
+    head.write_bytes(raw)
+
+    with Sealer(state_dir) as sealer:
+        run2 = sealer.seal(Kind.EVENT, RING, b"after")
+    reader = Reader([alice], [device])
+    notice = reader.open(bytes(run2[0].data))
+    assert notice.meta["previous"] == {"seq": 2, "hash": hashes[2].hex()}
+    result = _chain_ok(run1 + run2, tmp_path, reader)
+    assert result.ok, result.problems
+
+
+def test_a_head_file_in_the_old_layout_still_reads_and_is_never_torn_by_the_move(
+    state_dir: Path, enrol: Enrol, tmp_path: Path
+) -> None:
+    alice = enrol("alice")
+    with Sealer(state_dir) as sealer:
+        run1 = sealer.seal(Kind.EVENT, RING, b"1") + sealer.seal(Kind.EVENT, RING, b"2")
+        device = sealer.device_key
+    hashes = [fmt.chain_hash(bytes(o.data[-64:])) for o in run1]
+    # Before the slots had a block each, seq n went to offset 48 * (n % 2).
+    old = _head_slot(ChainHead(2, hashes[2])) + _head_slot(ChainHead(1, hashes[1]))
+    head = state_dir / "head.bin"
+    head.write_bytes(old)
+    assert SequenceFile(state_dir).read_head() == ChainHead(2, hashes[2])
+
+    # The first head written goes to a block of its own, and leaves the old sector
+    # alone: tearing that write cannot lose the head the old file holds.
+    sequence = SequenceFile(state_dir)
+    sequence.record(ChainHead(3, b"\x03" * 32), sync=True)
+    assert head.read_bytes()[:96] == old
+    assert sequence.read_head() == ChainHead(3, b"\x03" * 32)
+    # The next one goes over the old sector, clearing the old layout's second slot too.
+    sequence.record(ChainHead(4, b"\x04" * 32), sync=True)
+    assert head.read_bytes()[:96] == _head_slot(ChainHead(4, b"\x04" * 32)) + bytes(48)
+    sequence.close()
+
+    head.write_bytes(old)
+    with Sealer(state_dir) as sealer:
+        run2 = sealer.seal(Kind.EVENT, RING, b"3")
+    assert [o.seq for o in run2] == [3, 4]
+    result = _chain_ok(run1 + run2, tmp_path, Reader([alice], [device]))
+    assert result.ok, result.problems
+
+
 @pytest.mark.parametrize(
     "content",
     [b"", b"garbage", b"\xff\xfe", b"[]", b'{"next": -1}', b'{"next": "7"}', b'{"next": 1.5}'],
@@ -771,7 +999,8 @@ def valid_object(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes
         for index, phone in enumerate(phones):
             box[0] = box[0].add(f"p{index}", phone.public_key(), NOW)
     with Sealer(state) as sealer:
-        data = bytes(sealer.seal(Kind.EVENT, {"type": "ring", "n": [1, 2]}, b"body!")[-1].data)
+        # A media segment: Padmé keeps it small, so mutations land in the header and meta.
+        data = bytes(sealer.seal(Kind.SEGMENT, {"type": "ring", "n": [1, 2]}, b"body!")[-1].data)
     return data, decrypt_payload(data, recover_data_key(data, phones[0]))
 
 
@@ -898,6 +1127,52 @@ def test_a_broken_keyring_edit_keeps_the_last_good_keyring(state_dir: Path, enro
         bytes(Reader([alice], [sealer.device_key]).open(sealed.data).body) == b"after a broken edit"
     )
     sealer.close()
+
+
+def test_keyring_edits_are_noticed_by_their_bytes_not_their_timestamps(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    alice, bob = RecipientPrivateKey.generate(X), RecipientPrivateKey.generate(X)
+    documents = {}
+    for phone in (alice, bob):
+        elsewhere = tmp_path / phone.public_key().fingerprint
+        elsewhere.mkdir()
+        KeyringStore(elsewhere).add("phone", phone.public_key(), now)
+        documents[phone] = (elsewhere / "keyring.json").read_bytes()
+    assert len(documents[alice]) == len(documents[bob])
+    state_dir.mkdir()
+    keyring = state_dir / "keyring.json"
+    keyring.write_bytes(documents[alice])
+
+    with Sealer(state_dir) as sealer:
+        device = sealer.device_key
+        first = sealer.seal(Kind.SEGMENT, {}, b"1")[-1]
+        before = keyring.stat()
+        # Rewritten in place with its size and mtime kept: two quick edits look like this
+        # on a filesystem whose timestamps are coarser than the time between them.
+        with keyring.open("r+b") as stream:
+            stream.write(documents[bob])
+        os.utime(keyring, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = keyring.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+        second = sealer.seal(Kind.SEGMENT, {}, b"2")[-1]
+        # Replaced, as every KeyringStore edit replaces it.
+        write_atomic(keyring, documents[alice])
+        third = sealer.seal(Kind.SEGMENT, {}, b"3")[-1]
+
+    for sealed, body, phone, other in (
+        (first, b"1", alice, bob),
+        (second, b"2", bob, alice),
+        (third, b"3", alice, bob),
+    ):
+        assert bytes(Reader([phone], [device]).open(sealed.data).body) == body
+        with pytest.raises(NotARecipient):
+            Reader([other], [device]).open(sealed.data)
 
 
 def test_a_signed_stanza_for_this_phone_that_does_not_open_is_a_decryption_failure() -> None:

@@ -19,15 +19,15 @@ from doorbell.config import ConfigError, Settings, load_settings
 from doorbell.config.settings import S3SinkSettings
 from doorbell.cpu import has_aes
 from doorbell.sealing import (
+    DEVICE_KEY,
     DeviceSigningKey,
     Keyring,
     KeyringStore,
     Kind,
     RecipientPrivateKey,
     Suite,
+    seal_bytes,
 )
-from doorbell.sealing.sealer import seal_bytes
-from doorbell.sealing.state import DEVICE_KEY
 
 if TYPE_CHECKING:
     # Imported where used: minio is slow to import and only the S3 checks need it.
@@ -73,6 +73,7 @@ def run_checks(config: Path | None) -> list[Check]:
         _camera,
         _pin_factory,
         _clock_sync,
+        _memory_limits,
         _free_space,
         _s3,
         _mqtt,
@@ -107,7 +108,9 @@ def _state_dir(settings: Settings) -> Check:
 
 
 def _keyring(settings: Settings) -> Check:
-    keyring = KeyringStore(settings.state_dir).load() if settings.state_dir.exists() else Keyring()
+    # A state directory not made yet reads as an empty keyring.
+    stored = KeyringStore(settings.state_dir).load_file()
+    keyring = stored.keyring
     if not keyring.recipients:
         return Check(
             "phones",
@@ -115,11 +118,21 @@ def _keyring(settings: Settings) -> Check:
             "no phone is enrolled: the doorbell rings but records nothing ('doorbell keys add')",
         )
     suites = sorted({r.key.suite.label for r in keyring.recipients})
-    classical = [r.name for r in keyring.recipients if r.key.suite is Suite.X25519]
     detail = f"{len(keyring)} phone(s), epoch {keyring.epoch}, suites {', '.join(suites)}"
-    if classical:
-        return Check("phones", WARN, f"{detail}; not post-quantum: {', '.join(classical)}")
-    return Check("phones", PASS, detail)
+    if keyring.post_quantum:
+        return Check("phones", PASS, f"{detail}; footage is post-quantum protected")
+    phones = []
+    for r in keyring.classical:
+        consent = stored.consent(r)
+        allowed = "" if consent is None else f", allowed {consent.given:%Y-%m-%d} by the owner"
+        phones.append(f"{r.name!r} ({r.key.suite.label}{allowed})")
+    return Check(
+        "phones",
+        WARN,
+        f"{detail}; footage is NOT post-quantum protected: every object wraps its key for "
+        f"every phone, and {', '.join(phones)} would let a future quantum computer open it "
+        "(revoke, or enrol again with an mlkem768-x25519 key)",
+    )
 
 
 def _aes_instructions(settings: Settings) -> Check:
@@ -212,6 +225,35 @@ def _clock_sync(settings: Settings) -> Check:
     if Path("/run/systemd/timesync/synchronized").exists():
         return Check("clock", PASS, "synchronised (systemd-timesyncd)")
     return Check("clock", WARN, "cannot tell whether the clock is synchronised")
+
+
+def memory_cgroup_enabled(cgroups: Path = Path("/proc/cgroups")) -> bool | None:
+    """Whether the kernel's memory controller is on (``/proc/cgroups``); None if unknown."""
+    try:
+        lines = cgroups.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 4 and fields[0] == "memory":
+            return fields[3] == "1"
+    return None
+
+
+def _memory_limits(settings: Settings) -> Check:
+    enabled = memory_cgroup_enabled()
+    if enabled:
+        return Check(
+            "memory", PASS, "the kernel enforces the unit's MemoryMax= and MemorySwapMax=0"
+        )
+    problem = "is off" if enabled is False else "cannot be found"
+    return Check(
+        "memory",
+        WARN,
+        f"the kernel's memory cgroup {problem}: the unit's MemoryMax= and MemorySwapMax=0 "
+        "(plaintext video never swapped to the SD card) do not apply; add "
+        "cgroup_enable=memory to /boot/firmware/cmdline.txt and reboot",
+    )
 
 
 def _free_space(settings: Settings) -> Check:

@@ -73,9 +73,12 @@ def _forbid_core_dumps() -> None:
 
 
 def _room_for(delivery: Delivery) -> int:
-    """Bytes to make free before sealing ``delivery``: its body, Padme's few percent,
-    the stanzas, and the notices the sealer may put first."""
-    return len(delivery.body) + len(delivery.body) // 16 + OBJECT_HEADROOM
+    """Bytes to make free before sealing ``delivery``: its padded body (Padme's few
+    percent for a segment; other kinds go to the next doubling of their size class, at
+    most twice the body), the stanzas, and the notices the sealer may put first."""
+    body = len(delivery.body)
+    padded = body + body // 16 if delivery.kind is Kind.SEGMENT else 2 * body
+    return padded + OBJECT_HEADROOM
 
 
 @dataclass
@@ -103,7 +106,9 @@ class Doorbell:
     ) -> None:
         self.settings = settings
         self._clock = clock
-        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        # SimpleQueue: its put is safe in a signal handler, which may run while the main
+        # thread is inside a get (queue.Queue's lock is not reentrant and would deadlock).
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._queue_lock = threading.Lock()
         self._queued_frames = 0
         # At most this many frames (two seconds) wait between the camera and the sealer.
@@ -128,6 +133,7 @@ class Doorbell:
             camera=settings.device_name,
             snapshot=self._snapshot,
             clock=clock,
+            log_events=settings.logging.events,
         )
         # Unsealed events and notices waiting for room in the spool, oldest first.
         self._backlog: list[Delivery] = []
@@ -183,7 +189,6 @@ class Doorbell:
             button_pin=gpio.button.pin,
             pull_up=gpio.button.pull_up,
             bounce_time=gpio.button.bounce_seconds,
-            hold_time=gpio.button.hold_seconds,
             motion_pin=gpio.motion.pin,
             motion_queue_len=gpio.motion.queue_len,
             motion_threshold=gpio.motion.threshold,
@@ -243,10 +248,19 @@ class Doorbell:
             list(wanted),
             reserve_bytes=settings.spool.reserve_mb * 1024 * 1024,
             wants=lambda name, kind: wanted[name].wants(kind),
+            device=self._sealer.device_key,
+            when_checked=lambda: self._inbox.put(("spool-checked",)),
+            # A notice per sixteenth of the quota, not per segment, in a long outage.
+            quota_slack=settings.spool.quota_mb * 1024 * 1024 // 16,
         )
         self._adopt_spooled_head()
+        # The files of earlier runs are checked in the background: recording starts now.
+        self._spool.check(self._sealer.head)
         for sink in self._sinks:
             uploader = Uploader(self._spool, sink)
+            if self._mqtt is not None and sink is self._mqtt:
+                # What waits out a backoff goes as soon as the broker is back.
+                self._mqtt.when_connected = uploader.retry_now
             uploader.start()
             self._uploaders.append(uploader)
 
@@ -327,9 +341,14 @@ class Doorbell:
         elif kind == "trigger":
             self._on_trigger(item[1], item[2])
         elif kind == "command":
-            item[2].reply(self._on_command(item[1]))
+            # Not run at all when its client has stopped waiting: no ghost rings.
+            item[2].answer(lambda: self._on_command(item[1]))
         elif kind == "signal":
             self._on_signal(item[1])
+        elif kind == "spool-checked":
+            # Damaged spooled objects the chain holds are announced like evictions.
+            assert self._spool is not None
+            self._unannounced += self._spool.damaged()
         elif kind == "source-ended":
             if item[1]:
                 log.error("%s", item[1])
@@ -456,7 +475,9 @@ class Doorbell:
     # -- events ----------------------------------------------------------------------------
 
     def _on_trigger(self, trigger: str, origin: str) -> None:
-        log.info("%s (%s)", trigger, origin)
+        if self.settings.logging.events:
+            # Off by default: the journal on the SD card would tell who came when.
+            log.info("%s (%s)", trigger, origin)
         if trigger == "ring" and self._sensors is not None and self._sensors.chime is not None:
             self._sensors.chime.ring()
         if self._mqtt is not None:
@@ -571,17 +592,19 @@ class Doorbell:
         """
         assert self._spool is not None
         while self._unannounced:
-            evictions = list(self._unannounced)
+            # One notice per reason: "quota" for evictions, "damaged" for damaged files.
+            reason = self._unannounced[0].notice_reason
+            evictions = [e for e in self._unannounced if e.notice_reason == reason]
             meta = {
                 "notice": "discarded",
-                "reason": "quota",
+                "reason": reason,
                 "ranges": [e.as_range() for e in evictions],
             }
             # Not through make_room: the notice is small and lives in the spool's reserve.
             if not self._seal(Delivery(Kind.NOTICE, meta)):
                 return
             # Spooling the notice may itself have evicted more: those come next round.
-            del self._unannounced[: len(evictions)]
+            self._unannounced = [e for e in self._unannounced if e not in evictions]
             self._spool.announced(evictions)
 
     def _queue_backlog(self, delivery: Delivery) -> None:
@@ -633,6 +656,7 @@ class Doorbell:
         counters = self._counters
         sealer = self._sealer
         now = self._clock()
+        spool = None if self._spool is None else self._spool.stats()
         return {
             "ready": self._ready,
             "recording_enabled": self._recording_enabled
@@ -659,11 +683,16 @@ class Doorbell:
             else {
                 "epoch": sealer.keyring.epoch,
                 "phones": [r.name for r in sealer.keyring.recipients],
+                # Phones on x25519: with any of them, no object is post-quantum protected.
+                "classical": [r.name for r in sealer.keyring.classical],
+                "post_quantum": sealer.keyring.post_quantum,
             },
             "source": self.settings.camera.source,
             "source_warning": self.source_warning,
             "pin_factory_warning": self.pin_factory_warning,
-            "spool": None if self._spool is None else self._spool.stats(),
+            "spool": spool,
+            # Spooled files that are not intact objects of this device: never delivered.
+            "quarantined": 0 if spool is None else spool["quarantined"]["objects"],
             "sinks": {u.sink.name: dataclasses.asdict(u.status()) for u in self._uploaders},
             "mqtt": None if self._mqtt is None else self._mqtt.status(),
         }

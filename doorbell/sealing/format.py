@@ -228,11 +228,15 @@ class Inner:
     body: memoryview
 
 
+# Built once: json.dumps with options builds an encoder on every call.
+_META_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+)
+
+
 def encode_meta(meta: dict[str, Any]) -> bytes:
     """Compact JSON; NaN and infinities are not JSON, so they are refused."""
-    encoded = json.dumps(
-        meta, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
-    ).encode()
+    encoded = _META_ENCODER.encode(meta).encode()
     if len(encoded) > MAX_META:
         raise ValueError(f"metadata is {len(encoded)} bytes, limit {MAX_META}")
     return encoded
@@ -256,6 +260,23 @@ def inner_prefix(kind: Kind, epoch: int, time_us: int, meta: bytes, body_len: in
 
 def padded_inner_len(prefix_len: int, body_len: int) -> int:
     return padme(prefix_len + body_len)
+
+
+# Doorbell writers pad every payload but a media segment's to this size or a doubling of
+# it (FORMAT.md section 4): one size for events, notices, keyrings and init segments, big
+# enough for a 640-pixel camera snapshot, so a bucket cannot tell them apart by size.
+SIZE_CLASS = 64 * 1024
+
+
+def padded_payload_len(kind: Kind, length: int) -> int:
+    """The length Doorbell pads a payload of ``length`` bytes to; readers accept any."""
+    if kind is Kind.SEGMENT:
+        return padme(length)
+    size = SIZE_CLASS
+    while size < length:
+        size *= 2
+    # A payload near the 64 MiB limit stops at the largest size a reader accepts.
+    return min(size, MAX_CIPHERTEXT - TAG_LEN)
 
 
 def decode_inner(plaintext: bytes | bytearray) -> Inner:

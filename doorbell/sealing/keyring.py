@@ -19,6 +19,9 @@ KEYRING_VERSION = 1
 MAX_RECIPIENTS = 64
 MAX_NAME_LEN = 64
 MAX_KEYRING_BYTES = 256 * 1024
+# The part of keyring.json that only the device reads and that is never published.
+DEVICE_ONLY = "device_only"
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Characters that reorder or hide text: a name must look the same to every phone that shows it.
 _INVISIBLE = frozenset(
     [*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
@@ -27,7 +30,7 @@ _INVISIBLE = frozenset(
 
 @dataclass(frozen=True)
 class Recipient:
-    """One enrolled phone (or the offline recovery key)."""
+    """One enrolled phone."""
 
     name: str
     key: RecipientPublicKey
@@ -43,6 +46,18 @@ class Keyring:
 
     def __len__(self) -> int:
         return len(self.recipients)
+
+    @property
+    def classical(self) -> tuple[Recipient, ...]:
+        """Phones on a suite a quantum computer breaks. Every object wraps its one data key
+        for every phone, so while any of these is enrolled no object is post-quantum
+        protected, whatever the other phones use."""
+        return tuple(r for r in self.recipients if not r.key.suite.post_quantum)
+
+    @property
+    def post_quantum(self) -> bool:
+        """Whether what is sealed to this keyring stays closed to a future quantum computer."""
+        return bool(self.recipients) and not self.classical
 
     def add(self, name: str, key: RecipientPublicKey, now: datetime) -> Keyring:
         check_name(name)
@@ -67,7 +82,11 @@ class Keyring:
         return replace(self, epoch=self.epoch + 1, recipients=kept)
 
     def to_json(self) -> bytes:
-        document = {
+        """The keyring document of FORMAT.md section 7, as the device publishes it."""
+        return _dumps(self._document())
+
+    def _document(self) -> dict[str, Any]:
+        return {
             "format": KEYRING_FORMAT,
             "version": KEYRING_VERSION,
             "epoch": self.epoch,
@@ -76,21 +95,20 @@ class Keyring:
                     "name": r.name,
                     "suite": r.key.suite.label,
                     "key": r.key.to_string(),
-                    "added": r.added.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "added": _time(r.added),
                 }
                 for r in self.recipients
             ],
         }
-        return json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
 
     @classmethod
     def from_json(cls, raw: bytes | memoryview, where: str) -> Keyring:
         """Parse a keyring document; ``where`` names its source in every error."""
-        if len(raw) > MAX_KEYRING_BYTES:
-            raise KeyringError(f"{where}: keyring is {len(raw)} bytes, limit {MAX_KEYRING_BYTES}")
-        document = loads_strict(
-            raw, lambda reason: KeyringError(f"{where}: not a JSON keyring: {reason}")
-        )
+        return cls._from_document(_loads(raw, where), where)
+
+    @classmethod
+    def _from_document(cls, document: Any, where: str) -> Keyring:
+        """A keyring from a parsed keyring document (strict JSON, FORMAT.md section 7)."""
         if not isinstance(document, dict) or document.get("format") != KEYRING_FORMAT:
             raise KeyringError(f"{where}: not a Doorbell keyring (format field)")
         version = document.get("version")
@@ -109,6 +127,159 @@ class Keyring:
         _unique(where, "names", [r.name for r in recipients])
         _unique(where, "keys", [r.key.raw for r in recipients])
         return replace(keyring, recipients=tuple(recipients))
+
+
+class MixedSuites(KeyringError):
+    """An enrolment would put a classical phone beside a post-quantum one without the
+    owner's consent."""
+
+
+@dataclass(frozen=True)
+class ClassicalConsent:
+    """The owner's explicit go-ahead (``doorbell keys add --allow-classical``) for one
+    classical phone to be enrolled beside post-quantum phones."""
+
+    name: str
+    fingerprint: str
+    given: datetime
+
+
+@dataclass(frozen=True)
+class KeyringFile:
+    """``keyring.json`` as the device keeps it: the keyring it publishes, and under
+    ``device_only`` the owner's consent to each classical phone.
+
+    The consent stays on the device. It is the device's rule for enrolling, not
+    something a phone could check or act on: every phone already reads each
+    recipient's suite in the published keyring, which tells it whether footage is
+    post-quantum protected, and a stolen device key could sign any consent at all.
+    Kept in the same file, a keyring edit and its consent are one atomic write.
+    """
+
+    keyring: Keyring = Keyring()
+    classical_allowed: tuple[ClassicalConsent, ...] = ()
+
+    def consent(self, recipient: Recipient) -> ClassicalConsent | None:
+        """The owner's consent to this enrolled classical phone, if it was given."""
+        fingerprint = recipient.key.fingerprint
+        for given in self.classical_allowed:
+            if given.name == recipient.name and given.fingerprint == fingerprint:
+                return given
+        return None
+
+    def add(
+        self, name: str, key: RecipientPublicKey, now: datetime, *, allow_classical: bool = False
+    ) -> KeyringFile:
+        """Enrol a phone, refusing to mix suites without the owner's consent.
+
+        A keyring may hold a classical phone beside a post-quantum one only when the
+        owner allowed that classical phone: one data key is wrapped for every phone, so
+        a single classical stanza opens every object to a future quantum computer, the
+        post-quantum phones' footage included. With ``allow_classical`` the consent is
+        recorded for every classical phone the keyring then holds.
+        """
+        keyring = self.keyring.add(name, key, now)
+        updated = self.with_keyring(keyring)
+        if allow_classical:
+            when = now.astimezone(UTC).replace(microsecond=0)
+            new = tuple(
+                ClassicalConsent(r.name, r.key.fingerprint, when)
+                for r in keyring.classical
+                if updated.consent(r) is None
+            )
+            updated = replace(updated, classical_allowed=updated.classical_allowed + new)
+        post_quantum = [r.name for r in keyring.recipients if r.key.suite.post_quantum]
+        unallowed = [r for r in keyring.classical if updated.consent(r) is None]
+        if post_quantum and unallowed:
+            raise MixedSuites(_mixing_refused(name, key, post_quantum, unallowed))
+        return updated
+
+    def with_keyring(self, keyring: Keyring) -> KeyringFile:
+        """This file holding ``keyring``: a consent goes with the phone it was given for."""
+        enrolled = {(r.name, r.key.fingerprint) for r in keyring.classical}
+        kept = tuple(c for c in self.classical_allowed if (c.name, c.fingerprint) in enrolled)
+        return KeyringFile(keyring, kept)
+
+    def to_json(self) -> bytes:
+        document = self.keyring._document()
+        if self.classical_allowed:
+            allowed = [
+                {"name": c.name, "fingerprint": c.fingerprint, "allowed": _time(c.given)}
+                for c in self.classical_allowed
+            ]
+            document[DEVICE_ONLY] = {"classical_allowed": allowed}
+        return _dumps(document)
+
+    @classmethod
+    def from_json(cls, raw: bytes | memoryview, where: str) -> KeyringFile:
+        document = _loads(raw, where)
+        keyring = Keyring._from_document(document, where)
+        if DEVICE_ONLY not in document:
+            return cls(keyring)
+        local = document[DEVICE_ONLY]
+        entries = local.get("classical_allowed") if isinstance(local, dict) else None
+        if not isinstance(entries, list):
+            raise KeyringError(f"{where}: {DEVICE_ONLY}.classical_allowed must be a list")
+        allowed = tuple(
+            _parse_consent(entry, f"{where}: {DEVICE_ONLY}.classical_allowed {index}")
+            for index, entry in enumerate(entries)
+        )
+        return cls(keyring, allowed)
+
+
+def _mixing_refused(
+    name: str, key: RecipientPublicKey, post_quantum: list[str], unallowed: list[Recipient]
+) -> str:
+    classical = ", ".join(f"{r.name!r}" for r in unallowed)
+    if not key.suite.post_quantum:
+        return (
+            f"refused: {name!r} uses {key.suite.label}, which a quantum computer can break; "
+            "every object wraps its data key for every phone, so with it enrolled nothing "
+            "sealed would be post-quantum protected, not even what "
+            f"{', '.join(repr(n) for n in post_quantum)} read. Enrol it with an "
+            f"{Suite.MLKEM768_X25519.label} key, or add it with --allow-classical to accept "
+            "this; the keyring is unchanged"
+        )
+    return (
+        f"refused: footage would not be post-quantum protected for {name!r}: {classical} "
+        f"{'uses' if len(unallowed) == 1 else 'use'} {Suite.X25519.label}, which a quantum "
+        "computer can break, and every object wraps its data key for every phone. Revoke "
+        f"{classical} or enrol {'it' if len(unallowed) == 1 else 'them'} again with an "
+        f"{Suite.MLKEM768_X25519.label} key, or add {name!r} with --allow-classical to "
+        "accept this; the keyring is unchanged"
+    )
+
+
+def _parse_consent(entry: Any, where: str) -> ClassicalConsent:
+    if not isinstance(entry, dict):
+        raise KeyringError(f"{where}: not an object")
+    name, fingerprint, allowed = (entry.get(k) for k in ("name", "fingerprint", "allowed"))
+    if not isinstance(name, str) or not isinstance(fingerprint, str):
+        raise KeyringError(f"{where}: name and fingerprint must be strings")
+    if not isinstance(allowed, str):
+        raise KeyringError(f"{where}: allowed must be a string")
+    return ClassicalConsent(name, fingerprint, _parse_time(allowed, where, "allowed"))
+
+
+def _loads(raw: bytes | memoryview, where: str) -> Any:
+    if len(raw) > MAX_KEYRING_BYTES:
+        raise KeyringError(f"{where}: keyring is {len(raw)} bytes, limit {MAX_KEYRING_BYTES}")
+    return loads_strict(raw, lambda reason: KeyringError(f"{where}: not a JSON keyring: {reason}"))
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def _time(when: datetime) -> str:
+    return when.strftime(_TIME_FORMAT)
+
+
+def _parse_time(text: str, where: str, field: str) -> datetime:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise KeyringError(f"{where}: {field} {text!r} is not YYYY-MM-DDTHH:MM:SSZ") from None
 
 
 def _unique(where: str, label: str, values: Sequence[str | bytes]) -> None:
@@ -139,11 +310,7 @@ def _parse_recipient(entry: Any, where: str) -> Recipient:
             raise KeyringError(f"{where}: suite {suite!r} does not match the key")
     except KeyStringError as exc:
         raise KeyringError(f"{where}: {exc}") from None
-    try:
-        when = datetime.strptime(added, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise KeyringError(f"{where}: added {added!r} is not YYYY-MM-DDTHH:MM:SSZ") from None
-    return Recipient(name, public, when)
+    return Recipient(name, public, _parse_time(added, where, "added"))
 
 
 def check_name(name: str) -> None:

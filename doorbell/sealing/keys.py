@@ -44,6 +44,12 @@ class Suite(enum.IntEnum):
         raise KeyStringError(f"unknown suite {label!r}; expected one of: {known}")
 
     @property
+    def post_quantum(self) -> bool:
+        """Whether a data key wrapped with this suite stays safe from a quantum computer
+        that recorded it: X25519 alone falls to Shor's algorithm, ML-KEM-768 does not."""
+        return self is Suite.MLKEM768_X25519
+
+    @property
     def public_key_len(self) -> int:
         return 32 if self is Suite.X25519 else 1184 + 32
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from doorbell.common.locks import LockBusy, hold_lock
 from doorbell.sealing import format as fmt
 from doorbell.sealing.errors import KeyFileError, SealingError
 from doorbell.sealing.format import Kind
@@ -23,6 +23,7 @@ from doorbell.sealing.keys import DevicePublicKey, DeviceSigningKey, RecipientPu
 from doorbell.sealing.state import (
     ChainHead,
     KeyringStore,
+    LiveFile,
     SequenceFile,
     load_device_key,
     prepare_state_dir,
@@ -94,23 +95,31 @@ class Sealer:
         self._announce: list[tuple[Kind, dict[str, Any], bytes]] = []
         self._announced: Keyring | None = None
         self._wrappers: tuple[Keyring | None, tuple[_Wrapper, ...]] = (None, ())
-        self._bad_stamp: bytes | None = None
+        self._bad_keyring: bytes | None = None
+        self._store = KeyringStore(self._dir)
+        self._keyring_file = LiveFile(self._store.path)
         try:
             self._key, _ = load_device_key(self._dir)
             self.device_id = self._key.public_key.device_id
-            self._store = KeyringStore(self._dir)
-            self._stamp = self._store.stamp()
-            self.keyring = self._store.load()
+            self._keyring_raw = self._keyring_file.read()
+            self.keyring = self._store.parse(self._keyring_raw).keyring
             self._sequence = SequenceFile(self._dir, block=block)
             self._resume()
         except BaseException:
             # A sealer that failed to start must not keep others out of the directory.
+            self._keyring_file.close()
             self._lock.close()
             raise
 
     @property
     def device_key(self) -> DevicePublicKey:
         return self._key.public_key
+
+    @property
+    def head(self) -> ChainHead | None:
+        """The newest object of the chain (recorded, or adopted): what the next object's
+        ``prev`` names. None while the device has delivered nothing."""
+        return None if self._last_seq is None else ChainHead(self._last_seq, self._prev)
 
     def _resume(self) -> None:
         reserved = self._sequence.reserved_until
@@ -179,21 +188,23 @@ class Sealer:
         self._plan_restart_notice()
 
     def reload_keyring(self) -> bool:
-        """Pick up an edited keyring file. Returns True when the keyring changed."""
-        stamp: bytes | None = None
+        """Pick up an edited keyring file. Returns True when the keyring changed.
+
+        The file's bytes are compared, not its timestamps, so no edit goes unnoticed."""
+        raw: bytes | None = None
         try:
-            stamp = self._store.stamp()
-            if stamp == self._stamp:
+            raw = self._keyring_file.read()
+            if raw == self._keyring_raw:
                 return False
-            keyring = self._store.load()
+            keyring = self._store.parse(raw).keyring
         except SealingError as exc:
             # A broken edit must not stop the doorbell: seal to the last good keyring,
             # and read the file again before the next seal.
-            if stamp != self._bad_stamp:
+            if raw != self._bad_keyring:
                 log.error("keyring unchanged, the edited file is unusable: %s", exc)
-                self._bad_stamp = stamp
+                self._bad_keyring = raw
             return False
-        self._stamp = stamp
+        self._keyring_raw = raw
         if keyring == self.keyring:
             return False
         log.info(
@@ -309,6 +320,7 @@ class Sealer:
         if self._last_seq is not None:
             self._sequence.record(ChainHead(self._last_seq, self._prev), sync=True)
         self._sequence.close()
+        self._keyring_file.close()
         self._lock.close()
 
     def __enter__(self) -> Sealer:
@@ -372,7 +384,7 @@ def _seal(
         wrapped = wrapper.suite.encrypt(data_key, wrapper.key, info=info)
         stanzas.append(fmt.Stanza(public.suite, tag, wrapped))
     prefix = fmt.inner_prefix(kind, epoch, time_us, meta, len(body))
-    inner_len = fmt.padded_inner_len(len(prefix), len(body))
+    inner_len = fmt.padded_payload_len(kind, len(prefix) + len(body))
     ct_len = inner_len + fmt.TAG_LEN
     header = fmt.build_header(device_id, seq, prev, nonce, stanzas, ct_len)
     signed_len = len(header) + ct_len
@@ -398,14 +410,10 @@ def _seal(
 
 def _lock_exclusive(path: Path) -> IO[bytes]:
     try:
-        handle = open(path, "ab")  # noqa: SIM115 - the lock lives as long as the sealer
+        return hold_lock(path, wait=False)
     except OSError as exc:
         raise KeyFileError(f"cannot open lock file {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+    except LockBusy:
         raise KeyFileError(
             f"another doorbell process is sealing with {path.parent}; stop it first"
         ) from None
-    return handle
