@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from doorbell.sealing import format as fmt
@@ -21,6 +23,8 @@ from doorbell.sealing.format import Envelope, Kind
 from doorbell.sealing.keys import DevicePublicKey, RecipientPrivateKey
 
 # RFC 8032: the group order L and the field prime p of Ed25519.
+HpkeSecret = x25519.X25519PrivateKey | hpke.MLKEM768X25519PrivateKey
+
 ED25519_L = 2**252 + 27742317777372353535851777893976580429
 _P = 2**255 - 19
 
@@ -74,7 +78,9 @@ class Reader:
         identities: Sequence[RecipientPrivateKey],
         trusted: Iterable[DevicePublicKey],
     ) -> None:
-        self._identities = [(key, key.public_key()) for key in identities]
+        # Each secret expanded once (for the hybrid suite, the ML-KEM key from its seed):
+        # per object that would cost more than the HPKE decapsulation itself.
+        self._identities = [(key.hpke_key(), key.public_key()) for key in identities]
         self._trusted = {device.device_id: device for device in trusted}
 
     @property
@@ -128,7 +134,7 @@ class Reader:
         """Whether one of this reader's keys has a stanza in ``envelope``."""
         return any(True for _ in self._matches(envelope))
 
-    def _matches(self, envelope: Envelope) -> Iterable[tuple[RecipientPrivateKey, fmt.Stanza]]:
+    def _matches(self, envelope: Envelope) -> Iterable[tuple[HpkeSecret, fmt.Stanza]]:
         for secret, public in self._identities:
             tag = fmt.recipient_tag(envelope.device_id, envelope.seq, public.suite, public.raw)
             for stanza in envelope.stanzas:
@@ -141,7 +147,7 @@ class Reader:
             matched = True
             info = fmt.hpke_info(envelope.device_id, envelope.seq, stanza.suite, stanza.tag)
             try:
-                data_key = stanza.suite.hpke().decrypt(stanza.wrapped, secret.hpke_key(), info=info)
+                data_key = stanza.suite.hpke().decrypt(stanza.wrapped, secret, info=info)
             except (InvalidTag, ValueError):
                 continue
             if len(data_key) == 32:
