@@ -13,13 +13,14 @@ import resource
 import signal
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import FPS, DaemonRig, wait_for
 
 from doorbell.sealing import Kind
+from doorbell.sealing.state import SequenceFile
 
 POWERCUT_MODULE = Path(__file__).parent / "powercut"
 
@@ -129,9 +130,9 @@ def _cut_power(root: Path, durable: dict[int, bytes], shadow: Path) -> list[str]
     return changed
 
 
-def test_a_power_cut_cannot_hide_the_deletion_of_what_was_uploaded_before_it(
-    rig: DaemonRig, tmp_path: Path
-) -> None:
+def _ring_with_power_to_cut(rig: DaemonRig, tmp_path: Path) -> Callable[[], None]:
+    """Start the daemon remembering what it fsyncs and ring once; returns the power cut:
+    a kill, then every file put back to what the disk held for good."""
     shadow = tmp_path / "fsynced"
     shadow.mkdir()
     durable = _snapshot_files(rig.state)
@@ -146,14 +147,67 @@ def test_a_power_cut_cannot_hide_the_deletion_of_what_was_uploaded_before_it(
     rig.wait_ready()
     rig.wait_preroll()
     assert rig.command("ring")["ok"]
+
+    def cut() -> None:
+        assert any(shadow.iterdir()), "the instrumentation saw no fsync"
+        rig.stop(signal.SIGKILL)
+        _cut_power(rig.state, durable, shadow)
+
+    return cut
+
+
+def _bucket(rig: DaemonRig) -> list[str]:
+    return sorted(p.name for p in rig.bucket.glob("*.sealed"))
+
+
+def test_after_a_power_cut_the_restart_notice_names_the_last_object_every_sink_took(
+    rig: DaemonRig, tmp_path: Path
+) -> None:
+    cut_power = _ring_with_power_to_cut(rig, tmp_path)
+
+    def all_taken() -> bool:
+        status = rig.status()
+        if status.get("clips") != 1 or status["clip"] is not None:
+            return False
+        sealed = status["objects_sealed"]
+        queues = status["spool"]["sinks"].values()
+        return all(q["pending"] == 0 for q in queues) and len(_bucket(rig)) == sealed
+
+    wait_for(all_taken, 60, "every object of the clip in the bucket")
+    result, _ = rig.verify()
+    last = max(result.entries, key=lambda e: e.seq)
+    cut_power()
+    # The head record was never synced: it lost every head of the run.
+    recorded = SequenceFile(rig.state).read_head()
+    assert recorded is None or recorded.seq < last.seq, recorded
+    # Every sink took every object: only the newest one's file is left in the spool.
+    spooled = [p.name for p in (rig.state / "spool" / "objects").iterdir()]
+    assert len(spooled) == 1 and spooled[0].endswith(_bucket(rig)[-1]), spooled
+
+    rig.start()
+    rig.wait_ready()
+    assert rig.stop() == 0, rig.log_text()
+    result, _ = rig.verify()
+    assert result.ok, [str(f) for f in result.problems]
+    [restart] = [
+        e.contents.meta
+        for e in result.entries
+        if e.contents is not None and e.contents.meta.get("notice") == "restart"
+    ]
+    assert restart["previous"] == {"seq": last.seq, "hash": last.chain_hash.hex()}, restart
+    assert restart["skipped"]["first"] == last.seq + 1
+
+
+def test_a_power_cut_cannot_hide_the_deletion_of_what_was_uploaded_before_it(
+    rig: DaemonRig, tmp_path: Path
+) -> None:
+    cut_power = _ring_with_power_to_cut(rig, tmp_path)
     wait_for(lambda: rig.status()["clips"] == 1 and rig.status()["clip"] is None, 30, "clip 1")
     assert rig.command("ring")["ok"]
     # The second ring's event and its pre-roll reached the bucket; then the power goes.
     wait_for(lambda: len(_rings(rig)) == 2, 30, "the second ring in the bucket")
     uploaded = {p.name for p in rig.bucket.glob("*.sealed")}
-    assert any(shadow.iterdir()), "the instrumentation saw no fsync"
-    rig.stop(signal.SIGKILL)
-    _cut_power(rig.state, durable, shadow)
+    cut_power()
 
     rig.start()
     rig.wait_ready()

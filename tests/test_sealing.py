@@ -838,17 +838,20 @@ def test_a_head_write_torn_by_a_power_cut_keeps_the_restart_notice_exact(
     alice = enrol("alice")
     sealer = Sealer(state_dir)
     device = sealer.device_key
-    run1 = sealer.seal(Kind.EVENT, RING, b"1") + sealer.seal(Kind.EVENT, RING, b"2")
+    run1 = sealer.seal(Kind.EVENT, RING, b"1")
+    sealer.sync_head()
+    run1 += sealer.seal(Kind.EVENT, RING, b"2")
+    sealer.sync_head()
     del sealer
     gc.collect()
     hashes = [fmt.chain_hash(bytes(o.data[-64:])) for o in run1]
     head = state_dir / "head.bin"
     raw = bytearray(head.read_bytes())
-    # Heads 0, 1 and 2 went to blocks 0, 1 and 0: the next goes to block 1.
-    assert raw[:48] == _head_slot(ChainHead(2, hashes[2]))
-    assert raw[HEAD_BLOCK:] == _head_slot(ChainHead(1, hashes[1])) + bytes(48)
-    # The power cut fell while it was being written: all of block 1 is garbage.
-    raw[HEAD_BLOCK:] = os.urandom(HEAD_BLOCK)
+    # Heads 1 and 2 were made durable in blocks 0 and 1: the next goes to block 0.
+    assert raw[:48] == _head_slot(ChainHead(1, hashes[1]))
+    assert raw[HEAD_BLOCK:] == _head_slot(ChainHead(2, hashes[2])) + bytes(48)
+    # The power cut fell while it was being written: all of block 0 is garbage.
+    raw[:HEAD_BLOCK] = os.urandom(HEAD_BLOCK)
     head.write_bytes(raw)
 
     with Sealer(state_dir) as sealer:

@@ -79,6 +79,11 @@ def spool_files(spool_dir: Path) -> dict[str, set[str]]:
     return found
 
 
+def anchored(sealed: SealedObject, cls: ObjectClass) -> dict[str, set[str]]:
+    """What a spool whose sinks took everything still holds: the newest object put."""
+    return {"objects": {f"{sealed.seq:020d}.{int(sealed.kind)}.{cls.value}.{sealed.name}"}}
+
+
 def without_free_space(stats: dict[str, object]) -> dict[str, object]:
     """``stats()`` without the file system's free space, which every other writer moves."""
     return {key: value for key, value in stats.items() if key != "free_bytes"}
@@ -216,10 +221,78 @@ def test_newest_names_the_head_of_what_is_still_on_disk(
         assert head is not None and (head.seq, head.hash.hex()) == (newer.seq, chain_hash(newer))
         assert spool.newest(bytes(32)) is None  # another device's objects only
         spool.done("a", spool.pending("a")[0])
+        head = spool.newest(sealer.device_id)  # taken, but the anchor: still on disk
+        assert head is not None and (head.seq, head.hash.hex()) == (newer.seq, chain_hash(newer))
+        spool.release_anchor()
         head = spool.newest(sealer.device_id)  # the evicted object is still on disk
         assert head is not None and (head.seq, head.hash.hex()) == (older.seq, chain_hash(older))
         spool.announced([eviction])
         assert spool.newest(sealer.device_id) is None
+
+
+@pytest.mark.parametrize("checked", [False, True], ids=["by-name", "with-device-key"])
+def test_the_newest_object_stays_on_disk_after_its_sinks_took_it_until_a_newer_one_is_put(
+    checked: bool, spool_dir: Path, sealer: Sealer, seal: Callable[..., SealedObject]
+) -> None:
+    device = sealer.device_key if checked else None
+    first, second, third = seal(), seal(kind=Kind.EVENT), seal()
+
+    def head_of(sealed: SealedObject) -> tuple[int, str]:
+        return sealed.seq, chain_hash(sealed)
+
+    def newest(spool: Spool) -> tuple[int, str] | None:
+        head = spool.newest(sealer.device_id)
+        return None if head is None else (head.seq, head.hash.hex())
+
+    with Spool(spool_dir, BIG, ["a", "b"], device=device) as spool:
+        spool.put(first, CLIP, ["a", "b"])
+        for sink in ("a", "b"):
+            spool.done(sink, spool.pending(sink)[0])
+        # Every sink took it, so it is no longer spooled, but its file stays.
+        assert spool.count == 0 and spool.size_bytes == 0
+        assert spool.stats()["sinks"]["a"] == {"pending": 0, "bytes": 0}
+        assert spool_files(spool_dir) == anchored(first, CLIP)
+        assert newest(spool) == head_of(first)
+        spool.put(second, ESS, ["a"])
+        # The newer object is committed: the old anchor goes.
+        assert spool_files(spool_dir)["objects"] == anchored(second, ESS)["objects"]
+        spool.done("a", spool.pending("a")[0])
+        assert spool_files(spool_dir) == anchored(second, ESS)
+
+    # A restart, as after a crash: the file no queue links is the anchor, not deleted.
+    with Spool(spool_dir, BIG, ["a", "b"], device=device) as spool:
+        assert newest(spool) == head_of(second)
+        assert spool.count == 0 and spool.pending("a") == []
+        spool.put(third, CLIP, ["b"])
+        spool.done("b", spool.pending("b")[0])
+    assert spool_files(spool_dir) == anchored(third, CLIP)
+
+    with Spool(spool_dir, BIG, ["a", "b"], device=device) as spool:
+        assert newest(spool) == head_of(third)
+        # The caller's head is durable now: the anchor may go.
+        spool.release_anchor()
+        assert spool_files(spool_dir) == {}
+        assert newest(spool) is None
+
+
+def test_an_anchor_of_an_earlier_run_goes_once_checked_when_a_newer_object_came_first(
+    spool_dir: Path, sealer: Sealer, seal: Callable[..., SealedObject]
+) -> None:
+    first, second = seal(), seal()
+    with Spool(spool_dir, BIG, ["a"], device=sealer.device_key) as spool:
+        spool.put(first, CLIP, ["a"])
+        spool.done("a", spool.pending("a")[0])
+    checked = threading.Event()
+    with Spool(spool_dir, BIG, ["a"], device=sealer.device_key, when_checked=checked.set) as spool:
+        # Not read yet: the new anchor cannot delete a file the check has not judged.
+        spool.put(second, CLIP, ["a"])
+        assert spool_files(spool_dir)["objects"] == {
+            *anchored(first, CLIP)["objects"],
+            *anchored(second, CLIP)["objects"],
+        }
+        spool.check(sealer.head)
+        assert checked.wait(TIMEOUT)
+        assert spool_files(spool_dir)["objects"] == anchored(second, CLIP)["objects"]
 
 
 def test_restart_sees_the_same_queues(spool_dir: Path, seal: Callable[..., SealedObject]) -> None:
@@ -411,7 +484,9 @@ def test_a_removed_sinks_queue_is_handed_over_to_the_sinks_that_take_its_kinds(
             spool.done("a", obj)
         assert pending_names(spool, "m") == [ring.name] and spool.count == 1
         spool.done("m", spool.pending("m")[0])
-        assert spool.count == 0 and spool_files(spool_dir) == {}
+        assert spool.count == 0 and spool_files(spool_dir) == anchored(new, CLIP)
+        spool.release_anchor()
+        assert spool_files(spool_dir) == {}
 
 
 def test_a_removed_sinks_objects_no_sink_takes_are_kept_and_reported_every_start(
@@ -582,6 +657,12 @@ def test_make_room_evicts_for_free_space_in_eviction_order_never_essentials(
         assert stats["free_bytes"] > 0
         assert spool.make_room(1000) == []
         spool.announced(evictions)
+        # n4 was the newest put: evicted and announced, its file stays as the anchor.
+        assert spool_files(spool_dir)["objects"] == {
+            spool.pending("a")[0].path.name,
+            *anchored(n4, CONT)["objects"],
+        }
+        spool.release_anchor()
         assert spool_files(spool_dir)["objects"] == {spool.pending("a")[0].path.name}
     # Plenty of room: nothing to do.
     with Spool(spool_dir, BIG, ["a"], reserve_bytes=0) as spool:
@@ -724,7 +805,7 @@ def test_uploader_delivers_everything_in_order_exactly_once_after_failures(
     assert sink.attempts == 6 + 3  # the first object, retried three times, then each once
     assert sleep.delays == [0.5, 1.0, 2.0]
     assert spool.pending("svc") == [] and spool.count == 0
-    assert spool_files(spool_dir) == {}
+    assert spool_files(spool_dir) == anchored(objs[-1], CLIP)
     status = uploader.status()
     assert (status.running, status.delivered, status.failures, status.next_retry) == (
         False,
@@ -848,7 +929,7 @@ def test_a_slow_sink_does_not_hold_back_another(
     assert slow.wait_until(lambda: len(slow.stored) == 5)
     assert all(uploader.stop(TIMEOUT) for uploader in uploaders)
     assert slow.names == fast.names == names(objs)
-    assert spool.count == 0 and spool_files(spool_dir) == {}
+    assert spool.count == 0 and spool_files(spool_dir) == anchored(objs[-1], CLIP)
     spool.close()
 
 

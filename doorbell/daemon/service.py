@@ -265,8 +265,8 @@ class Doorbell:
             self._uploaders.append(uploader)
 
     def _adopt_spooled_head(self) -> None:
-        """The newest object still spooled may be newer than the recorded chain head (a
-        crash between the spool's commit and the head's fsync): continue the chain from it."""
+        """The newest object still spooled (the spool's anchor) may be newer than the
+        recorded chain head, which is written without a sync: continue the chain from it."""
         assert self._sealer is not None and self._spool is not None
         newest = self._spool.newest(self._sealer.device_id)
         if newest is not None:
@@ -374,7 +374,7 @@ class Doorbell:
         self._step("stopping the camera", self._stop_source)
         self._step("sealing the last segment", self._seal_the_rest)
         if self._sealer is not None:
-            self._step("closing the sealer", self._sealer.close)
+            self._step("closing the sealer", self._close_sealer)
         if self._control is not None:
             self._step("closing the control socket", self._control.close)
         self._step("draining uploads", lambda: self._drain_uploads(UPLOAD_DRAIN_SECONDS))
@@ -386,6 +386,13 @@ class Doorbell:
             self._router.counts.segments,
             self._counters.delivered,
         )
+
+    def _close_sealer(self) -> None:
+        assert self._sealer is not None
+        self._sealer.close()
+        if self._spool is not None:
+            # The chain head is durable now: the newest object may go once its sinks took it.
+            self._spool.release_anchor()
 
     def _step(self, what: str, action: Callable[[], object]) -> None:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -12,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
 
+from doorbell.common.locks import hold_lock
 from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import KeyFileError, SealingError
 from doorbell.sealing.format import RESERVATION_BLOCK
@@ -69,11 +68,10 @@ def load_device_key(directory: Path, *, create: bool = True) -> tuple[DeviceSign
         # Under a lock: `doorbell keys show` racing the daemon's first start must not
         # leave the daemon signing with a key other than the one phones pin.
         try:
-            lock = open(directory / ".device-key.lock", "ab")  # noqa: SIM115 - held below
+            lock = hold_lock(directory / ".device-key.lock", wait=True)
         except OSError as exc:
             raise KeyFileError(f"cannot lock {directory}: {exc.strerror}") from None
         with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             if not path.exists():
                 key = DeviceSigningKey.generate()
                 save_key_file(path, key.to_string())
@@ -136,11 +134,10 @@ class KeyringStore:
     @contextlib.contextmanager
     def _editing_file(self) -> Iterator[list[KeyringFile]]:
         try:
-            lock: IO[bytes] = open(self._lock_path, "ab")  # noqa: SIM115 - held across the yield
+            lock = hold_lock(self._lock_path, wait=True)
         except OSError as exc:
             raise KeyFileError(f"cannot lock {self._lock_path}: {exc.strerror}") from None
         with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             box = [self.load_file()]
             yield box
             try:
@@ -216,10 +213,11 @@ class SequenceFile:
     past every number the previous run could have used. ``head.bin`` remembers the
     last object's chain hash in two checksummed slots, each in a block of its own, and
     a head is written over the slot that does not hold the newest durable one: a torn
-    write leaves the other slot valid. ``record(..., sync=True)`` makes the head
-    durable before the caller lets the object leave the device: after a power cut the
-    head then names the newest object anyone could have received, and the restart
-    notice skips only numbers nobody ever saw.
+    write leaves the other slot valid. ``record`` writes without a sync, and
+    ``record(..., sync=True)`` makes the head durable: between the two, the caller keeps
+    the newest object on stable storage (the spool's anchor), so that after a power cut
+    the newer of the two names the newest object anyone could have received, and the
+    restart notice skips only numbers nobody ever saw.
     """
 
     def __init__(self, directory: Path, block: int = RESERVATION_BLOCK) -> None:
@@ -278,7 +276,8 @@ class SequenceFile:
 
     def record(self, head: ChainHead, *, sync: bool = False) -> None:
         """Write ``head``; with ``sync`` it is on stable storage when this returns (a head
-        already there is not written again)."""
+        already there is not written again). Without, a power cut may lose it: the
+        slot written over is never the durable one, so the durable head survives."""
         fd = self._head_fd if self._head_fd is not None else self._open_head()
         if sync and head == self._durable:
             return
@@ -300,6 +299,10 @@ class SequenceFile:
                 # The file's name must survive a power cut as well as its bytes.
                 sync_directory(self._head_path.parent)
             newest = _newest_slot(os.pread(fd, _HEAD_READ, 0))
+            if newest is not None and not created:
+                # A killed run's last heads may still be in the page cache only: the slot
+                # taken as durable must be, or the next write could tear the one that is.
+                os.fdatasync(fd)
         except BaseException:
             os.close(fd)
             raise
