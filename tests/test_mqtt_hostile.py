@@ -160,7 +160,11 @@ def test_a_ring_during_an_outage_reaches_the_watch_soon_after_the_broker_is_back
         time.sleep(OUTAGE)
         mosquitto.start()
         back = time.monotonic()
-        wait_for(lambda: bool(rings(watch)), 60, "the ring at the watch")
+        try:
+            wait_for(lambda: bool(rings(watch)), 60, "the ring at the watch")
+        except AssertionError as exc:
+            said = [line for stream in ("out", "err") for _, line in watch.timed_lines(stream)]
+            raise AssertionError(f"{exc}; the watch said {said}") from None
     finally:
         watch.stop()
     [(arrived, ring)] = rings(watch)

@@ -65,18 +65,20 @@ def connect_options(max_payload: int, *, session_expiry: int = 0) -> dict[str, A
     """Keyword arguments for paho's ``connect`` and ``connect_async``, for messages of
     at most ``max_payload`` bytes.
 
-    With ``session_expiry`` 0, every connect starts a clean session. With more, the
-    first connect starts one and every reconnect resumes it: the broker keeps the
-    subscriptions and queues QoS 1 messages for that many seconds while we are away,
-    and, if it persists sessions, across its own restart. Subscriptions are made again
-    in ``on_connect`` either way.
+    With ``session_expiry`` 0, every connect starts a clean session. With more, every
+    connect asks to resume the session (the caller's client id is fresh, so the first
+    finds none): the broker keeps the subscriptions and queues QoS 1 messages for that
+    many seconds while we are away, and, if it persists sessions, across its own
+    restart. Mosquitto 2.0 persists only sessions that were never started clean, so
+    the first connect must not ask for a clean start either. Subscriptions are made
+    again in ``on_connect`` either way.
     """
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.MaximumPacketSize = max_payload + PACKET_OVERHEAD
     if not session_expiry:
         return {"clean_start": True, "properties": properties}
     properties.SessionExpiryInterval = session_expiry
-    return {"clean_start": paho.MQTT_CLEAN_START_FIRST_ONLY, "properties": properties}
+    return {"clean_start": False, "properties": properties}
 
 
 def end_session() -> Properties:
