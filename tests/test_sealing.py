@@ -48,6 +48,7 @@ from doorbell.sealing import (
     Reader,
     RecipientPrivateKey,
     RecipientPublicKey,
+    Scratch,
     SealedObject,
     Sealer,
     SealingError,
@@ -210,6 +211,31 @@ def test_a_phone_with_several_keys_opens_with_whichever_is_enrolled(
         device = sealer.device_key
     reader = Reader([RecipientPrivateKey.generate(X), enrolled], [device])
     assert bytes(reader.open(event).body) == b"x"
+
+
+def test_objects_opened_into_one_scratch_match_objects_opened_alone(
+    state_dir: Path, enrol: Enrol
+) -> None:
+    """Small, large, then small again: the scratch grows while a body of the smaller buffer
+    is still held, and each body is the one its object carries."""
+    phone = enrol("alice", M)
+    bodies = [b"a" * 10, os.urandom(300_000), b"c" * 7, os.urandom(700_000), b""]
+    with Sealer(state_dir) as sealer:
+        sealed = [
+            sealer.seal(Kind.SEGMENT, {"index": i}, body)[-1] for i, body in enumerate(bodies)
+        ]
+        device = sealer.device_key
+    reader = Reader([phone], [device])
+    scratch = Scratch()
+    held = []
+    for body, data in zip(bodies, sealed_bytes(sealed), strict=True):
+        opened = reader.open_envelope(reader.verify(data), scratch)
+        assert bytes(opened.body) == body == bytes(reader.open(data).body)
+        assert opened.meta == reader.open(data).meta
+        held.append(opened.body)
+    # A body lasts until the next object is opened into the same buffer; after growing,
+    # the old buffer stays whole for whoever still holds a view of it.
+    assert bytes(held[0]) == bodies[0]
 
 
 @pytest.mark.parametrize("kind", [Kind.NOTICE, Kind.SEGMENT], ids=["notice", "segment"])

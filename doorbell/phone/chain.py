@@ -50,6 +50,7 @@ from doorbell.sealing import (
     MalformedObject,
     NotARecipient,
     Reader,
+    Scratch,
     SealingError,
     Suite,
     UntrustedDevice,
@@ -143,7 +144,8 @@ class Entry:
 
 
 class BodyKeeper(Protocol):
-    """Takes the body of each object as it is opened, before verification lets it go."""
+    """Takes the body of each object as it is opened, before verification lets it go.
+    ``body`` is valid only during the call: the next object is opened into its bytes."""
 
     def keep(self, entry: Entry, body: memoryview) -> None: ...
 
@@ -184,8 +186,9 @@ def verify_source(
     rules, in the order of ``entries``, so that an export needs no second read."""
     result = Verification()
     devices: dict[bytes, bytes] = {}  # one copy of each device id for all its records
+    scratch = Scratch()  # each body is used before the next object is opened
     for name in source.names():
-        entry = _read(source, reader, name, result, devices, keeper)
+        entry = _read(source, reader, scratch, name, result, devices, keeper)
         if entry is not None:
             result.entries.append(entry)
     unreadable = sum(1 for e in result.entries if e.contents is None and not e.rejected)
@@ -209,6 +212,7 @@ def verify_source(
 def _read(
     source: ObjectSource,
     reader: Reader,
+    scratch: Scratch,
     name: str,
     result: Verification,
     devices: dict[bytes, bytes],
@@ -242,7 +246,7 @@ def _read(
         tuple(StanzaTag(stanza.suite, stanza.tag) for stanza in envelope.stanzas),
     )
     try:
-        opened = reader.open_envelope(envelope)
+        opened = reader.open_envelope(envelope, scratch)
     except NotARecipient:
         return record(None)
     except SealingError as exc:

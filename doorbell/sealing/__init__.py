@@ -38,7 +38,7 @@ from doorbell.sealing.keys import (
     read_key_file,
     save_key_file,
 )
-from doorbell.sealing.reader import Opened, Reader, check_canonical_ed25519_key
+from doorbell.sealing.reader import Opened, Reader, Scratch, check_canonical_ed25519_key
 from doorbell.sealing.sealer import NoRecipients, SealedObject, Sealer, object_name, seal_bytes
 from doorbell.sealing.state import (
     DEVICE_KEY,
@@ -74,6 +74,7 @@ __all__ = [
     "Recipient",
     "RecipientPrivateKey",
     "RecipientPublicKey",
+    "Scratch",
     "SealedObject",
     "Sealer",
     "SealingError",

@@ -279,7 +279,7 @@ def padded_payload_len(kind: Kind, length: int) -> int:
     return min(size, MAX_CIPHERTEXT - TAG_LEN)
 
 
-def decode_inner(plaintext: bytes | bytearray) -> Inner:
+def decode_inner(plaintext: bytes | bytearray | memoryview) -> Inner:
     """Parse a decrypted payload. It is authenticated, but parse it as strictly anyway."""
     if len(plaintext) < MIN_INNER:
         raise MalformedObject(f"payload is {len(plaintext)} bytes, shorter than {MIN_INNER}")

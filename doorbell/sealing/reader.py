@@ -66,6 +66,23 @@ class Opened:
         return datetime.fromtimestamp(self.time_us / 1_000_000, UTC)
 
 
+class Scratch:
+    """One buffer to open object after object into. A fresh buffer per object costs its
+    size in new pages, mapped and zeroed by the kernel, as much again as decrypting them;
+    this one grows to the largest object and is then only overwritten."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def view(self, length: int) -> memoryview:
+        if len(self._buffer) < length:
+            # A new buffer, not a resize: views of the old one may still be alive.
+            self._buffer = bytearray(length)
+        return memoryview(self._buffer)[:length]
+
+
 class Reader:
     """What a phone holds: its secret key(s) and the doorbells it has pinned.
 
@@ -107,10 +124,13 @@ class Reader:
     def open(self, data: bytes | bytearray | memoryview) -> Opened:
         return self.open_envelope(self.verify(data))
 
-    def open_envelope(self, envelope: Envelope) -> Opened:
-        """Open an envelope that ``verify`` returned."""
+    def open_envelope(self, envelope: Envelope, scratch: Scratch | None = None) -> Opened:
+        """Open an envelope that ``verify`` returned. With ``scratch``, the payload is
+        decrypted into it, and the opened object's body lasts until the next object is
+        opened into the same scratch."""
         data_key = self._unwrap(envelope)
-        plaintext = bytearray(envelope.signed_len - envelope.header_len - fmt.TAG_LEN)
+        length = envelope.signed_len - envelope.header_len - fmt.TAG_LEN
+        plaintext = bytearray(length) if scratch is None else scratch.view(length)
         try:
             AESGCM(data_key).decrypt_into(
                 envelope.nonce, envelope.ciphertext, envelope.header, plaintext
