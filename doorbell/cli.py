@@ -11,10 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from doorbell.common.durations import parse_duration
 from doorbell.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, check_config, load_settings
 from doorbell.sealing import (
+    KeyringError,
     KeyringStore,
+    PhoneIdentity,
+    PhoneVerifyKey,
     RecipientPublicKey,
+    Role,
     SealingError,
     load_device_key,
     prepare_state_dir,
@@ -99,9 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_keys_show)
     listing = actions.add_parser("list", help="the enrolled phones")
     listing.set_defaults(run=_keys_list)
-    add = actions.add_parser("add", help="enrol a phone: its key from 'doorbell-phone pubkey'")
+    add = actions.add_parser("add", help="enrol a phone: its identity from 'doorbell-phone pubkey'")
     add.add_argument("name")
-    add.add_argument("pubkey", metavar="PUBKEY")
+    add.add_argument(
+        "pubkey",
+        metavar="IDENTITY",
+        help="dbid-... from 'doorbell-phone pubkey' (a bare dbpub-... key, from a phone "
+        "that cannot sign, may read footage but never manage the doorbell)",
+    )
+    add.add_argument(
+        "--role",
+        choices=[Role.OWNER.value, Role.MEMBER.value, Role.GUEST.value],
+        help="owner (may invite and revoke phones), member or guest (read footage; a guest "
+        "until --expires); default: owner for the first phone that can sign, member after",
+    )
+    add.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="for a guest: how long it may read what is sealed from now on, such as 3h or 7d",
+    )
     add.add_argument(
         "--allow-classical",
         action="store_true",
@@ -291,7 +312,12 @@ def _keys_list(args: argparse.Namespace) -> int:
         print("no phone is enrolled: the doorbell records nothing until one is added")
     for r in keyring.recipients:
         added = r.added.strftime("%Y-%m-%d %H:%M UTC")
-        line = f"  {r.name:<24} {r.key.suite.label:<16} {r.key.fingerprint}  added {added}"
+        line = (
+            f"  {r.name:<24} {r.role.value:<8} {r.key.suite.label:<16} {r.key.fingerprint}"
+            f"  added {added}"
+        )
+        if r.expires is not None:
+            line += f", expires {r.expires:%Y-%m-%d %H:%M:%S UTC}"
         if not r.key.suite.post_quantum:
             line += "  NOT post-quantum"
             consent = stored.consent(r)
@@ -317,16 +343,50 @@ def _post_quantum(classical: Sequence[str]) -> str:
 
 
 def _keys_add(args: argparse.Namespace) -> int:
-    key = RecipientPublicKey.from_string(args.pubkey)
+    key, signing = _identity_argument(args.pubkey)
+    now = datetime.now(UTC)
+    expires = None
+    if args.expires is not None:
+        try:
+            expires = now + parse_duration(args.expires)
+        except ValueError as exc:
+            raise KeyringError(f"--expires: {exc}") from None
     store = KeyringStore(prepare_state_dir(_state(args)))
+    role = Role(args.role) if args.role else None
+    if role is None:
+        first = signing is not None and not store.load().owners
+        role = Role.OWNER if first else Role.MEMBER
+    if role is Role.OWNER and signing is None:
+        raise KeyringError(
+            "an owner must be able to sign: give the phone's dbid-... identity from "
+            "'doorbell-phone pubkey', or enrol this key with --role member"
+        )
     keyring = store.add(
-        args.name, key, datetime.now(UTC), allow_classical=args.allow_classical
+        args.name,
+        key,
+        now,
+        allow_classical=args.allow_classical,
+        role=role,
+        signing=signing,
+        expires=expires,
     ).keyring
     epoch = keyring.epoch
-    print(f"enrolled {args.name!r} ({key.suite.label}, {key.fingerprint}); keyring epoch {epoch}")
+    until = "" if expires is None else f" until {expires:%Y-%m-%d %H:%M:%S} UTC"
+    print(
+        f"enrolled {args.name!r} as {role.value}{until} ({key.suite.label}, {key.fingerprint}); "
+        f"keyring epoch {epoch}"
+    )
     print("every object sealed from now on can be opened by this phone")
     print(f"footage is {_post_quantum([r.name for r in keyring.classical])}")
     return EXIT_OK
+
+
+def _identity_argument(text: str) -> tuple[RecipientPublicKey, PhoneVerifyKey | None]:
+    """A phone identity (``dbid-``), or the bare public key of a phone that cannot sign."""
+    if "".join(text.split()).lower().startswith("dbid-"):
+        identity = PhoneIdentity.from_string(text)
+        return identity.key, identity.signing
+    return RecipientPublicKey.from_string(text), None
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:

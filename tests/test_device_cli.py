@@ -18,6 +18,8 @@ from doorbell.sealing import (
     DevicePublicKey,
     DeviceSigningKey,
     KeyringStore,
+    PhoneIdentity,
+    PhoneSigningKey,
     RecipientPrivateKey,
     Suite,
 )
@@ -66,21 +68,35 @@ def test_list_of_a_missing_state_dir_is_a_user_error(tmp_path: Path, capsys: Cap
     assert not missing.exists()
 
 
+def _identity(suite: Suite = Suite.MLKEM768_X25519) -> PhoneIdentity:
+    return PhoneIdentity(
+        RecipientPrivateKey.generate(suite).public_key(), PhoneSigningKey.generate().public_key
+    )
+
+
 def test_add_list_revoke(state_dir: Path, capsys: Capture) -> None:
-    alice = RecipientPrivateKey.generate(Suite.MLKEM768_X25519).public_key()
+    alice = _identity()
     assert keys(state_dir, "add", "alice-phone", alice.to_string()) == 0
     out = capsys.readouterr().out
-    assert f"enrolled 'alice-phone' (mlkem768-x25519, {alice.fingerprint}); keyring epoch 1" in out
+    assert (
+        f"enrolled 'alice-phone' as owner (mlkem768-x25519, {alice.key.fingerprint}); "
+        "keyring epoch 1"
+    ) in out
     assert keys(state_dir, "add", "bob", _phone_key(Suite.X25519), "--allow-classical") == 0
-    assert "keyring epoch 2" in capsys.readouterr().out
+    assert "enrolled 'bob' as member" in capsys.readouterr().out
 
     assert keys(state_dir, "list") == 0
     out = capsys.readouterr().out
     assert "keyring epoch 2, 2 recipient(s)" in out
     line = next(line for line in out.splitlines() if "alice-phone" in line)
+    assert " owner " in line
     assert "mlkem768-x25519" in line
-    assert alice.fingerprint in line
-    assert any("bob" in line and "x25519" in line for line in out.splitlines())
+    assert alice.key.fingerprint in line
+    assert any(
+        "bob" in line and " member " in line and "x25519" in line for line in out.splitlines()
+    )
+    [owner, _] = KeyringStore(state_dir).load().recipients
+    assert owner.signing == alice.signing
 
     assert keys(state_dir, "revoke", "bob") == 0
     assert "revoked 'bob'; keyring epoch 3, 1 recipient(s) left" in capsys.readouterr().out
@@ -89,6 +105,38 @@ def test_add_list_revoke(state_dir: Path, capsys: Capture) -> None:
     assert "keyring epoch 4, 0 recipient(s) left" in out
     assert "no phone is enrolled any more" in out
     assert KeyringStore(state_dir).load().epoch == 4
+
+
+def test_roles_guests_and_who_may_be_an_owner(state_dir: Path, capsys: Capture) -> None:
+    assert keys(state_dir, "add", "alice", _identity().to_string()) == 0
+    assert keys(state_dir, "add", "bob", _identity().to_string()) == 0
+    assert "enrolled 'bob' as member" in capsys.readouterr().out
+    assert keys(state_dir, "add", "carol", _identity().to_string(), "--role", "owner") == 0
+    assert keys(state_dir, "add", "dan", _identity().to_string(), "--role", "guest") == 2
+    assert "a guest needs an expiry time" in capsys.readouterr().err
+    assert keys(state_dir, "add", "dan", _identity().to_string(), "--expires", "2h") == 2
+    assert "a guest needs an expiry time, and only a guest has one" in capsys.readouterr().err
+    assert keys(state_dir, "add", "dan", _identity().to_string(), "--role", "guest",
+                "--expires", "soon") == 2  # fmt: skip
+    assert "--expires: 'soon' is not a duration" in capsys.readouterr().err
+    assert keys(state_dir, "add", "dan", _identity().to_string(), "--role", "guest",
+                "--expires", "1h30m") == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "enrolled 'dan' as guest until " in out
+    # A bare public key cannot sign: it may read footage, never manage the doorbell.
+    assert keys(state_dir, "add", "eve", _phone_key(), "--role", "owner") == 2
+    assert "an owner must be able to sign" in capsys.readouterr().err
+    keyring = KeyringStore(state_dir).load()
+    assert [(r.name, r.role.value) for r in keyring.recipients] == [
+        ("alice", "owner"), ("bob", "member"), ("carol", "owner"), ("dan", "guest"),
+    ]  # fmt: skip
+    dan = keyring.recipients[3]
+    assert dan.expires is not None
+    assert abs((dan.expires - dan.added).total_seconds() - 5400) <= 1
+    assert keys(state_dir, "list") == 0
+    assert "expires " in next(
+        line for line in capsys.readouterr().out.splitlines() if "dan" in line
+    )
 
 
 def test_add_with_a_key_pasted_across_lines(state_dir: Path, capsys: Capture) -> None:
@@ -193,7 +241,7 @@ def test_missing_arguments_are_usage_errors(state_dir: Path, capsys: Capture) ->
     with pytest.raises(SystemExit) as exit_:
         keys(state_dir, "add", "alice")
     assert exit_.value.code == 2
-    assert "PUBKEY" in capsys.readouterr().err
+    assert "IDENTITY" in capsys.readouterr().err
 
 
 # -- post-quantum protection: one classical phone opens every object to a quantum computer --
@@ -258,7 +306,7 @@ def test_allow_classical_enrols_records_and_is_shown(state_dir: Path, capsys: Ca
     bob = RecipientPrivateKey.generate(Suite.X25519).public_key()
     assert keys(state_dir, "add", "bob", bob.to_string(), "--allow-classical") == 0
     out = capsys.readouterr().out
-    assert "enrolled 'bob' (x25519, " in out and "keyring epoch 2" in out
+    assert "enrolled 'bob' as member (x25519, " in out and "keyring epoch 2" in out
     assert out.endswith(f"footage is {_not_protected('bob')}\n")
 
     recorded = json.loads((state_dir / "keyring.json").read_text())["device_only"]

@@ -20,9 +20,11 @@ from doorbell.sealing import (
     KeyringError,
     KeyringStore,
     Kind,
+    PhoneSigningKey,
     Reader,
     RecipientPrivateKey,
     RecipientPublicKey,
+    Role,
     Sealer,
     Suite,
 )
@@ -40,6 +42,28 @@ def _key(suite: Suite = X) -> RecipientPublicKey:
 @pytest.fixture(scope="module")
 def two_phones() -> Keyring:
     return Keyring().add("alice-phone", _key(M), NOW).add("bob", _key(X), NOW)
+
+
+LATER = NOW + timedelta(hours=2)
+SIGNING = PhoneSigningKey.generate().public_key
+
+
+@pytest.fixture(scope="module")
+def roles() -> Keyring:
+    """An owner with a signing key, a member, a guest and a recovery key."""
+    return (
+        Keyring()
+        .add("alice-phone", _key(M), NOW, signing=PhoneSigningKey.generate().public_key)
+        .add("bob", _key(M), NOW, role=Role.MEMBER, signing=PhoneSigningKey.generate().public_key)
+        .add("carol", _key(M), NOW, role=Role.GUEST, expires=LATER)
+        .add(
+            "recovery",
+            _key(M),
+            NOW,
+            role=Role.RECOVERY,
+            signing=PhoneSigningKey.generate().public_key,
+        )
+    )
 
 
 def _document(keyring: Keyring) -> dict[str, Any]:
@@ -119,24 +143,74 @@ def test_revoking_an_unknown_name_suggests_the_closest(two_phones: Keyring) -> N
 # --- the document --------------------------------------------------------------------------
 
 
-def test_document_matches_the_spec(two_phones: Keyring) -> None:
-    document = _document(two_phones)
+def test_document_matches_the_spec(roles: Keyring) -> None:
+    document = _document(roles)
+    expected = []
+    for r in roles.recipients:
+        entry: dict[str, Any] = {
+            "name": r.name,
+            "role": r.role.value,
+            "suite": r.key.suite.label,
+            "key": r.key.to_string(),
+        }
+        if r.signing is not None:
+            entry["signing_key"] = r.signing.to_string()
+        entry["added"] = "2026-11-29T21:50:07Z"
+        if r.role is Role.GUEST:
+            entry["expires"] = "2026-11-29T23:50:07Z"
+        expected.append(entry)
     assert document == {
         "format": "doorbell-keyring",
-        "version": 1,
-        "epoch": 2,
-        "recipients": [
-            {
-                "name": r.name,
-                "suite": r.key.suite.label,
-                "key": r.key.to_string(),
-                "added": "2026-11-29T21:50:07Z",
-            }
-            for r in two_phones.recipients
-        ],
+        "version": 2,
+        "epoch": 4,
+        "recipients": expected,
     }
-    assert [r["suite"] for r in document["recipients"]] == ["mlkem768-x25519", "x25519"]
-    assert two_phones.to_json().decode("utf-8")
+    assert [r["role"] for r in document["recipients"]] == ["owner", "member", "guest", "recovery"]
+    assert [("signing_key" in r) for r in document["recipients"]] == [True, True, False, True]
+    assert roles.to_json().decode("utf-8")
+
+
+def test_a_version_1_document_still_reads(two_phones: Keyring) -> None:
+    """Phones keep reading what earlier doorbells published: no roles, no signing keys,
+    every phone enrolled by the owner at the doorbell."""
+    document = _document(two_phones)
+    document["version"] = 1
+    for entry in document["recipients"]:
+        del entry["role"]
+    parsed = Keyring.from_json(json.dumps(document).encode(), "v1")
+    assert parsed == two_phones
+    assert [(r.role, r.signing, r.expires) for r in parsed.recipients] == [
+        (Role.OWNER, None, None),
+        (Role.OWNER, None, None),
+    ]
+
+
+def test_a_guest_needs_an_expiry_and_nobody_else_has_one() -> None:
+    with pytest.raises(KeyringError, match="a guest needs an expiry time"):
+        Keyring().add("g", _key(), NOW, role=Role.GUEST)
+    with pytest.raises(KeyringError, match="a guest needs an expiry time"):
+        Keyring().add("m", _key(), NOW, role=Role.MEMBER, expires=LATER)
+    with pytest.raises(KeyringError, match="must be in the future"):
+        Keyring().add("g", _key(), NOW, role=Role.GUEST, expires=NOW)
+
+
+def test_expired_guests_leave_in_a_new_epoch(roles: Keyring) -> None:
+    assert roles.next_expiry() == LATER.replace(microsecond=0)
+    assert roles.without_expired(LATER - timedelta(seconds=1)) is roles
+    after = roles.without_expired(LATER)
+    assert after.epoch == roles.epoch + 1
+    assert [r.name for r in after.recipients] == ["alice-phone", "bob", "recovery"]
+    assert after.next_expiry() is None
+
+
+def test_a_signing_key_belongs_to_one_recipient(roles: Keyring) -> None:
+    owner = roles.recipients[0]
+    assert owner.signing is not None
+    assert roles.signed_by(owner.signing) == owner
+    assert roles.signed_by(PhoneSigningKey.generate().public_key) is None
+    with pytest.raises(KeyringError, match="signing key is already enrolled as 'alice-phone'"):
+        roles.add("eve", _key(M), NOW, signing=owner.signing)
+    assert [r.role.manages for r in roles.recipients] == [True, False, False, True]
 
 
 def test_document_round_trip(two_phones: Keyring) -> None:
@@ -146,14 +220,15 @@ def test_document_round_trip(two_phones: Keyring) -> None:
     assert Keyring.from_json(empty.to_json(), "test") == empty
 
 
-def _broken(two_phones: Keyring, change: str) -> bytes:
-    document = _document(two_phones)
+def _broken(roles: Keyring, change: str) -> bytes:
+    document = _document(roles)
     first = document["recipients"][0]
     second = document["recipients"][1]
+    guest = document["recipients"][2]
     edits = {
         "format": lambda: document.update(format="age-keyring"),
         "no-format": lambda: document.pop("format"),
-        "version": lambda: document.update(version=2),
+        "version": lambda: document.update(version=3),
         "epoch-negative": lambda: document.update(epoch=-1),
         "epoch-big": lambda: document.update(epoch=2**32),
         "epoch-string": lambda: document.update(epoch="2"),
@@ -173,6 +248,19 @@ def _broken(two_phones: Keyring, change: str) -> bytes:
         "added-offset": lambda: first.update(added="2026-11-29T21:50:07+01:00"),
         "duplicate-name": lambda: second.update(name=first["name"]),
         "duplicate-key": lambda: second.update(key=first["key"], suite=first["suite"]),
+        "role-missing": lambda: first.pop("role"),
+        "role-unknown": lambda: first.update(role="admin"),
+        "role-number": lambda: first.update(role=1),
+        "signing-typo": lambda: first.update(signing_key=first["signing_key"][:-4] + "aaaa"),
+        "signing-number": lambda: first.update(signing_key=7),
+        "signing-device": lambda: first.update(
+            signing_key="dbdev-ed25519-" + first["signing_key"].split("-", 2)[2]
+        ),
+        "duplicate-signing": lambda: second.update(signing_key=first["signing_key"]),
+        "guest-forever": lambda: guest.pop("expires"),
+        "member-expires": lambda: second.update(expires="2030-01-01T00:00:00Z"),
+        "expires-format": lambda: guest.update(expires="tomorrow"),
+        "expires-early": lambda: guest.update(expires=guest["added"]),
     }
     edits[change]()
     return json.dumps(document).encode()
@@ -181,13 +269,13 @@ def _broken(two_phones: Keyring, change: str) -> bytes:
 BROKEN = {
     "format": r"not a Doorbell keyring \(format field\)",
     "no-format": r"not a Doorbell keyring \(format field\)",
-    "version": "unsupported keyring version 2",
+    "version": "unsupported keyring version 3",
     "epoch-negative": "epoch must be an integer",
     "epoch-big": "epoch must be an integer",
     "epoch-string": "epoch must be an integer",
     "epoch-bool": "epoch must be an integer",
     "recipients-object": "recipients must be a list",
-    "recipient-list": "recipient 2: not an object",
+    "recipient-list": "recipient 4: not an object",
     "name-number": "recipient 0: name must be a string",
     "name-control": "recipient 0: name 'a\\\\tb' has control characters",
     "suite-missing": "recipient 0: suite, key and added must be strings",
@@ -199,13 +287,24 @@ BROKEN = {
     "added-offset": "recipient 0: added .* is not YYYY-MM-DDTHH:MM:SSZ",
     "duplicate-name": "duplicate recipient names",
     "duplicate-key": "duplicate recipient keys",
+    "role-missing": "recipient 0: role must be one of owner, member, guest, recovery, got None",
+    "role-unknown": "recipient 0: role must be one of .* got 'admin'",
+    "role-number": "recipient 0: role must be one of .* got 1",
+    "signing-typo": "recipient 0: signing_key: phone signing public key checksum does not match",
+    "signing-number": "recipient 0: signing_key must be a string",
+    "signing-device": "recipient 0: signing_key: this is a doorbell device public key",
+    "duplicate-signing": "duplicate recipient signing keys",
+    "guest-forever": "recipient 2: a guest has an expires time, and only a guest",
+    "member-expires": "recipient 1: a guest has an expires time, and only a guest",
+    "expires-format": "recipient 2: expires 'tomorrow' is not YYYY-MM-DDTHH:MM:SSZ",
+    "expires-early": "recipient 2: expires is not after added",
 }
 
 
 @pytest.mark.parametrize("change", BROKEN)
-def test_broken_document_names_its_source_and_the_field(two_phones: Keyring, change: str) -> None:
+def test_broken_document_names_its_source_and_the_field(roles: Keyring, change: str) -> None:
     with pytest.raises(KeyringError, match=r"^/etc/keyring\.json: " + BROKEN[change]):
-        Keyring.from_json(_broken(two_phones, change), "/etc/keyring.json")
+        Keyring.from_json(_broken(roles, change), "/etc/keyring.json")
 
 
 @pytest.mark.parametrize(
@@ -259,11 +358,23 @@ def test_from_json_random_bytes_only_keyring_error(raw: bytes) -> None:
 
 @FUZZ
 @given(
-    st.sampled_from(["format", "version", "epoch", "recipients", "name", "suite", "key", "added"]),
+    st.sampled_from(
+        [
+            *("format", "version", "epoch", "recipients", "name", "suite", "key", "added"),
+            *("role", "signing_key", "expires"),
+        ]
+    ),
     _json,
 )
 def test_from_json_any_field_value_only_keyring_error(field: str, value: Any) -> None:
-    keyring = Keyring().add("alice", RecipientPublicKey(X, bytes(range(32))), NOW)
+    keyring = Keyring().add(
+        "alice",
+        RecipientPublicKey(X, bytes(range(32))),
+        NOW,
+        role=Role.GUEST,
+        signing=SIGNING,
+        expires=LATER,
+    )
     document = _document(keyring)
     target = document if field in document else document["recipients"][0]
     target[field] = value

@@ -15,10 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from doorbell.sealing import (
+    BadSignature,
     DevicePublicKey,
     DeviceSigningKey,
     KeyFileError,
     KeyStringError,
+    PhoneIdentity,
+    PhoneSigningKey,
+    PhoneVerifyKey,
     RecipientPrivateKey,
     RecipientPublicKey,
     Suite,
@@ -70,11 +74,46 @@ KINDS: dict[str, tuple[str, int, int, Callable[[], object], Callable[[str], obje
         RecipientPrivateKey.from_string,
     ),
     "secret-mlkem": (
+        "dbsec-xwing-",
+        32,
+        12 + 58,
+        lambda: RecipientPrivateKey.generate(M),
+        RecipientPrivateKey.from_string,
+    ),
+    "secret-mlkem-expanded": (
         "dbsec-mlkem768x25519-",
         96,
         181,
-        lambda: RecipientPrivateKey.generate(M),
+        lambda: RecipientPrivateKey(M, RecipientPrivateKey.generate(M).expanded),
         RecipientPrivateKey.from_string,
+    ),
+    "identity-x25519": (
+        "dbid-x25519-",
+        64,
+        12 + 109,
+        lambda: _identity(X),
+        PhoneIdentity.from_string,
+    ),
+    "identity-mlkem": (
+        "dbid-mlkem768x25519-",
+        1248,
+        20 + 2004,
+        lambda: _identity(M),
+        PhoneIdentity.from_string,
+    ),
+    "phone-signing-public": (
+        "dbsig-ed25519-",
+        32,
+        72,
+        lambda: PhoneSigningKey.generate().public_key,
+        PhoneVerifyKey.from_string,
+    ),
+    "phone-signing-secret": (
+        "dbsigsec-ed25519-",
+        32,
+        75,
+        PhoneSigningKey.generate,
+        PhoneSigningKey.from_string,
     ),
     "device-public": (
         "dbdev-ed25519-",
@@ -93,10 +132,18 @@ KINDS: dict[str, tuple[str, int, int, Callable[[], object], Callable[[str], obje
 }
 
 
+def _identity(suite: Suite) -> PhoneIdentity:
+    return PhoneIdentity(
+        RecipientPrivateKey.generate(suite).public_key(), PhoneSigningKey.generate().public_key
+    )
+
+
 def _raw(key: object) -> bytes:
-    if isinstance(key, DeviceSigningKey):
-        body = key.to_string().removeprefix("dbdevsec-ed25519-").upper()
+    if isinstance(key, DeviceSigningKey | PhoneSigningKey):
+        body = key.to_string().split("-", 2)[2].upper()
         return base64.b32decode(body + "=" * (-len(body) % 8))[:32]
+    if isinstance(key, PhoneIdentity):
+        return key.key.raw + key.signing.raw
     raw = getattr(key, "raw", None)
     assert isinstance(raw, bytes)
     return raw
@@ -124,6 +171,50 @@ def test_secret_key_string_gives_back_the_same_public_key() -> None:
         restored = RecipientPrivateKey.from_string(secret.to_string())
         assert restored.public_key() == secret.public_key()
         assert restored.suite is suite
+
+
+# draft-connolly-cfrg-xwing-kem-08, appendix C, first vector: the seed (SHAKE128 of
+# nothing) and its public key, here as the first 16 and the last 32 of its 1216 bytes.
+XWING_SEED = bytes.fromhex("7f9c2ba4e88f827d616045507605853ed73b8093f6efbc88eb1a6eacfa66ef26")
+XWING_PUBLIC_HEAD = "e2236b35a8c24b39b10aa1323a96a919"
+XWING_PUBLIC_TAIL = "859edb06eff389b27dce59844570216223593d4ba32d9abac8cd049040ef6534"
+
+
+def test_the_hybrid_secret_is_an_x_wing_seed() -> None:
+    """The 32-byte seed expands as X-Wing says (SHAKE256 to 96 bytes: the ML-KEM-768 seed,
+    then the X25519 key), and pyca's MLKEM768-X25519 key made from it has the published
+    X-Wing public key: browsers and other X-Wing code can hold the same key."""
+    secret = RecipientPrivateKey(M, XWING_SEED)
+    assert secret.expanded == hashlib.shake_256(XWING_SEED).digest(96)
+    public = secret.public_key().raw
+    assert public.hex().startswith(XWING_PUBLIC_HEAD)
+    assert public.hex().endswith(XWING_PUBLIC_TAIL)
+    assert len(public) == 1216
+    assert secret.to_string().startswith("dbsec-xwing-")
+
+
+def test_the_expanded_hybrid_secret_of_version_1_still_reads() -> None:
+    """Phones made before the seed form keep their 96-byte key: same public key, same
+    string, and it opens what is sealed to it."""
+    seeded = RecipientPrivateKey.generate(M)
+    expanded = RecipientPrivateKey.from_string(
+        spec_key_string("dbsec-mlkem768x25519-", seeded.expanded)
+    )
+    assert expanded.public_key() == seeded.public_key()
+    assert expanded.to_string().startswith("dbsec-mlkem768x25519-")
+    enc = M.hpke().encrypt(b"k" * 32, seeded.public_key().hpke_key(), info=b"i")
+    assert M.hpke().decrypt(enc, expanded.hpke_key(), info=b"i") == b"k" * 32
+
+
+def test_an_identity_is_the_decryption_key_and_the_signing_key() -> None:
+    signing = PhoneSigningKey.generate()
+    for suite in Suite:
+        key = RecipientPrivateKey.generate(suite).public_key()
+        identity = PhoneIdentity.from_string(PhoneIdentity(key, signing.public_key).to_string())
+        assert (identity.key, identity.signing) == (key, signing.public_key)
+    signing.public_key.verify(signing.sign(b"message"), b"message")
+    with pytest.raises(BadSignature, match="phone signature does not verify"):
+        signing.public_key.verify(signing.sign(b"message"), b"other")
 
 
 def test_fingerprint_and_device_id_follow_the_spec() -> None:

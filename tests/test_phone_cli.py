@@ -20,8 +20,9 @@ from doorbell.sealing import (
     DeviceSigningKey,
     KeyringStore,
     Kind,
+    PhoneIdentity,
+    PhoneSigningKey,
     RecipientPrivateKey,
-    RecipientPublicKey,
     SealedObject,
     Sealer,
     Suite,
@@ -52,18 +53,23 @@ def _public_key(home: Path, capsys: Capture) -> str:
 def test_init_creates_a_hybrid_key_by_default(home: Path, capsys: Capture) -> None:
     assert phone(home, "init") == 0
     out = capsys.readouterr().out
-    assert f"created a mlkem768-x25519 key in {home}" in out
+    assert f"created a mlkem768-x25519 key and a signing key in {home}" in out
     identity = RecipientPrivateKey.from_string((home / "identity.key").read_text())
-    assert f"  doorbell keys add NAME {identity.public_key().to_string()}\n" in out
-    assert stat.S_IMODE((home / "identity.key").stat().st_mode) == 0o600
+    signing = PhoneSigningKey.from_string((home / "signing.key").read_text())
+    public = PhoneIdentity(identity.public_key(), signing.public_key)
+    assert f"  doorbell keys add NAME {public.to_string()}\n" in out
+    for name in ("identity.key", "signing.key"):
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert identity.to_string() not in out
+    assert signing.to_string() not in out
+    assert identity.to_string().startswith("dbsec-xwing-")  # the 32-byte X-Wing seed
 
 
 def test_init_with_the_classical_suite(home: Path, capsys: Capture) -> None:
     assert phone(home, "init", "--suite", "x25519") == 0
     assert "created a x25519 key" in capsys.readouterr().out
-    assert _public_key(home, capsys).startswith("dbpub-x25519-")
+    assert _public_key(home, capsys).startswith("dbid-x25519-")
 
 
 def test_init_twice_keeps_the_first_key(home: Path, capsys: Capture) -> None:
@@ -83,7 +89,25 @@ def test_pubkey_prints_the_key_to_enrol(home: Path, capsys: Capture) -> None:
     capsys.readouterr()
     printed = _public_key(home, capsys)
     identity = RecipientPrivateKey.from_string((home / "identity.key").read_text())
-    assert RecipientPublicKey.from_string(printed) == identity.public_key()
+    signing = PhoneSigningKey.from_string((home / "signing.key").read_text())
+    assert PhoneIdentity.from_string(printed) == PhoneIdentity(
+        identity.public_key(), signing.public_key
+    )
+
+
+def test_a_phone_made_before_signing_keys_gets_one(home: Path, capsys: Capture) -> None:
+    """A home with only identity.key (as phones were made before) keeps its key and gains
+    a signing key the first time it shows its identity."""
+    home.mkdir(mode=0o700)
+    old = RecipientPrivateKey.generate(Suite.MLKEM768_X25519)
+    (home / "identity.key").write_text(old.to_string() + "\n")
+    (home / "identity.key").chmod(0o600)
+    printed = PhoneIdentity.from_string(_public_key(home, capsys))
+    assert printed.key == old.public_key()
+    signing = PhoneSigningKey.from_string((home / "signing.key").read_text())
+    assert printed.signing == signing.public_key
+    assert stat.S_IMODE((home / "signing.key").stat().st_mode) == 0o600
+    assert PhoneIdentity.from_string(_public_key(home, capsys)) == printed
 
 
 @pytest.mark.parametrize(
@@ -157,7 +181,7 @@ def enrolled(home: Path, state_dir: Path, capsys: Capture) -> Callable[[], Seale
     state_dir.mkdir()
     device, _ = load_device_key(state_dir)
     with KeyringStore(state_dir).editing() as box:
-        key = RecipientPublicKey.from_string(_public_key(home, capsys))
+        key = PhoneIdentity.from_string(_public_key(home, capsys)).key
         box[0] = box[0].add("phone", key, TIME)
     assert phone(home, "trust", device.public_key.to_string()) == 0
     capsys.readouterr()

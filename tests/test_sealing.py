@@ -114,9 +114,11 @@ def recover_data_key(data: bytes, phone: RecipientPrivateKey) -> bytes:
         kem, secret = hpke.KEM.X25519, x25519.X25519PrivateKey.from_private_bytes(phone.raw)
     else:
         kem = hpke.KEM.MLKEM768_X25519
+        # FORMAT.md section 1: the 32-byte X-Wing seed expands by SHAKE256 to 96 bytes.
+        expanded = phone.raw if len(phone.raw) == 96 else hashlib.shake_256(phone.raw).digest(96)
         secret = hpke.MLKEM768X25519PrivateKey(
-            mlkem.MLKEM768PrivateKey.from_seed_bytes(phone.raw[:64]),
-            x25519.X25519PrivateKey.from_private_bytes(phone.raw[64:]),
+            mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]),
+            x25519.X25519PrivateKey.from_private_bytes(expanded[64:]),
         )
     hpke_suite = hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     for suite_byte, stanza_tag, wrapped in stanzas(data):

@@ -3,6 +3,7 @@ value in them is re-derived here from the spec's formulas, not read back from th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -19,6 +20,9 @@ from doorbell.sealing import (
     DevicePublicKey,
     DeviceSigningKey,
     Keyring,
+    KeyringError,
+    PhoneIdentity,
+    PhoneSigningKey,
     Reader,
     RecipientPrivateKey,
     RecipientPublicKey,
@@ -281,3 +285,72 @@ def test_hybrid_stanza_opens_with_the_x_wing_combiner_written_out() -> None:
     schedule = extract(shared, b"secret", b"")
     key, nonce = expand(schedule, b"key", context, 32), expand(schedule, b"base_nonce", context, 12)
     assert AESGCM(key).decrypt(nonce, ct, b"").hex() == vector["data_key"]
+
+
+# --- keyring document version 2: roles, signing keys, X-Wing seeds ------------------------
+
+V2 = VECTORS["keyring_v2"]
+
+
+def _spec_key_string(prefix: str, raw: bytes) -> str:
+    checksum = hashlib.sha256(prefix.encode() + raw).digest()[:4]
+    return prefix + base64.b32encode(raw + checksum).decode().rstrip("=").lower()
+
+
+@pytest.mark.parametrize("phone", V2["phones"], ids=lambda p: p["name"])
+def test_v2_phone_keys_rederived(phone: dict[str, Any]) -> None:
+    """The seed expands by SHAKE256 to the ML-KEM-768 seed and the X25519 key (X-Wing); the
+    identity is one key string over the public key and the Ed25519 signing key."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+
+    seed = bytes.fromhex(phone["secret_seed"])
+    assert phone["secret"] == _spec_key_string("dbsec-xwing-", seed)
+    expanded = hashlib.shake_256(seed).digest(96)
+    assert expanded.hex() == phone["secret_expanded"]
+    public = (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]).public_key().public_bytes_raw()
+        + x25519.X25519PrivateKey.from_private_bytes(expanded[64:]).public_key().public_bytes_raw()
+    )
+    assert public.hex() == phone["public_raw"]
+    assert RecipientPrivateKey.from_string(phone["secret"]).public_key().raw == public
+    signing = PhoneSigningKey.from_string(phone["signing_secret"])
+    signing_raw = base64.b32decode(
+        (body := phone["signing_secret"].removeprefix("dbsigsec-ed25519-").upper())
+        + "=" * (-len(body) % 8)
+    )[:32]
+    signing_public = (
+        ed25519.Ed25519PrivateKey.from_private_bytes(signing_raw).public_key().public_bytes_raw()
+    )
+    assert signing_public.hex() == phone["signing_public_raw"] == signing.public_key.raw.hex()
+    assert phone["identity"] == _spec_key_string("dbid-mlkem768x25519-", public + signing_public)
+    assert PhoneIdentity.from_string(phone["identity"]).signing == signing.public_key
+
+
+def test_v2_keyring_object_opens_for_every_role() -> None:
+    data = bytes.fromhex(V2["object"])
+    device = _device().public_key
+    document = json.dumps(V2["document"], indent=2, ensure_ascii=False).encode() + b"\n"
+    for phone in V2["phones"]:
+        reader = Reader([RecipientPrivateKey.from_string(phone["secret"])], [device])
+        opened = reader.open(data)
+        assert opened.kind is fmt.Kind.KEYRING
+        keyring = check_contents(opened)
+        assert keyring is not None
+        assert bytes(opened.body) == document
+    assert [(r.name, r.role.value) for r in keyring.recipients] == [
+        (p["name"], p["role"]) for p in V2["phones"]
+    ]
+    signing = {p["name"]: p["signing_public_raw"] for p in V2["phones"]}
+    for recipient in keyring.recipients:
+        if recipient.role.value == "guest":
+            assert recipient.signing is None and recipient.expires is not None
+        else:
+            assert recipient.signing is not None
+            assert recipient.signing.raw.hex() == signing[recipient.name]
+            assert recipient.expires is None
+
+
+@pytest.mark.parametrize("case", V2["invalid_documents"], ids=lambda c: c["description"])
+def test_v2_invalid_keyring_documents_rejected(case: dict[str, Any]) -> None:
+    with pytest.raises(KeyringError, match=re.escape(case["error"])):
+        Keyring.from_json(json.dumps(case["document"]).encode(), "vector")

@@ -318,6 +318,8 @@ class Doorbell:
             now = self._clock()
             if now - self._last_frame < FRAME_TIMEOUT_SECONDS:
                 self._notifier.watchdog()
+            if self._sealer is not None and self._sealer.expiry_due():
+                self._dispatch(("guest-expired",))
             if (self._backlog or self._unannounced) and now >= self._next_retry:
                 # At most once a second: each try costs a seal and a write.
                 self._next_retry = now + BACKLOG_RETRY_SECONDS
@@ -345,6 +347,8 @@ class Doorbell:
             item[2].answer(lambda: self._on_command(item[1]))
         elif kind == "signal":
             self._on_signal(item[1])
+        elif kind == "guest-expired":
+            self._publish_keyring()
         elif kind == "spool-checked":
             # Damaged spooled objects the chain holds are announced like evictions.
             assert self._spool is not None
@@ -568,29 +572,58 @@ class Doorbell:
         Returns False when no phone is enrolled. Quota evictions the puts caused are
         added to ``_unannounced``; the caller announces them.
         """
-        assert self._sealer is not None and self._spool is not None
-        spool = self._spool
-        cls = ObjectClass(delivery.retention.value)
-
-        def put(sealed: SealedObject, commit: Callable[[], None]) -> None:
-            # Keyring and restart objects the sealer adds before this one are essential.
-            kind_cls = cls if sealed.kind is delivery.kind else ObjectClass.ESSENTIAL
-            sinks = [sink.name for sink in self._sinks if sink.wants(sealed.kind)]
-            self._unannounced += spool.put(sealed, kind_cls, sinks, durable=commit)
-
+        assert self._sealer is not None
+        put = self._putter(delivery.kind, ObjectClass(delivery.retention.value))
         try:
             sealed = self._sealer.seal(delivery.kind, delivery.meta, delivery.body, deliver=put)
         except NoRecipients:
-            if self._recording_enabled:
-                log.warning("no phone is enrolled: recording nothing")
-            self._recording_enabled = False
+            self._nobody_enrolled()
             return False
+        self._sealed(sealed)
+        return True
+
+    def _publish_keyring(self) -> None:
+        """A guest's time is up: seal the keyring without it now, not with the next event."""
+        assert self._sealer is not None
+        try:
+            sealed = self._sealer.publish_keyring(deliver=self._putter(None, ObjectClass.ESSENTIAL))
+        except NoRecipients:
+            self._nobody_enrolled()
+            return
+        except OSError as exc:
+            # The guest is out of the keyring already; the keyring object is sealed again
+            # with the next object.
+            self._counters.spool_error = f"{exc.strerror or exc}"
+            log.error("could not spool the keyring without the expired guest(s): %s", exc)
+            return
+        self._sealed(sealed)
+
+    def _putter(
+        self, kind: Kind | None, cls: ObjectClass
+    ) -> Callable[[SealedObject, Callable[[], None]], None]:
+        """The sealer's ``deliver``: into the spool, as ``cls`` for objects of ``kind``."""
+        assert self._spool is not None
+        spool = self._spool
+
+        def put(sealed: SealedObject, commit: Callable[[], None]) -> None:
+            # Keyring and restart objects the sealer adds before this one are essential.
+            kind_cls = cls if sealed.kind is kind else ObjectClass.ESSENTIAL
+            sinks = [sink.name for sink in self._sinks if sink.wants(sealed.kind)]
+            self._unannounced += spool.put(sealed, kind_cls, sinks, durable=commit)
+
+        return put
+
+    def _nobody_enrolled(self) -> None:
+        if self._recording_enabled:
+            log.warning("no phone is enrolled: recording nothing")
+        self._recording_enabled = False
+
+    def _sealed(self, sealed: list[SealedObject]) -> None:
         if not self._recording_enabled:
             log.info("a phone is enrolled now: recording")
             self._recording_enabled = True
         self._counters.sealed += len(sealed)
         self._counters.delivered += len(sealed)
-        return True
 
     def _announce_evictions(self) -> None:
         """Seal the ``discarded`` notice for what was evicted; the files go once it is spooled.

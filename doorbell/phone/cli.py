@@ -54,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(run=_init)
 
-    pubkey = commands.add_parser("pubkey", help="print the key to give 'doorbell keys add'")
+    pubkey = commands.add_parser(
+        "pubkey",
+        help="print this phone's identity (its public key and signing key) for 'doorbell keys add'",
+    )
     pubkey.set_defaults(run=_pubkey)
 
     trust = commands.add_parser("trust", help="pin a doorbell's device key")
@@ -131,14 +134,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _init(home: PhoneHome, args: argparse.Namespace) -> int:
     identity = home.init(Suite.from_label(args.suite))
-    print(f"created a {identity.suite.label} key in {home.directory}")
+    print(f"created a {identity.suite.label} key and a signing key in {home.directory}")
     print("enrol this phone on the doorbell with:")
-    print(f"  doorbell keys add NAME {identity.public_key().to_string()}")
+    print(f"  doorbell keys add NAME {home.public_identity().to_string()}")
     return EXIT_OK
 
 
 def _pubkey(home: PhoneHome, args: argparse.Namespace) -> int:
-    print(home.identity().public_key().to_string())
+    print(home.public_identity().to_string())
     return EXIT_OK
 
 

@@ -12,6 +12,8 @@ from doorbell.phone.memory import PhoneMemory
 from doorbell.sealing import (
     DevicePublicKey,
     KeyFileError,
+    PhoneIdentity,
+    PhoneSigningKey,
     Reader,
     RecipientPrivateKey,
     SealingError,
@@ -24,6 +26,7 @@ from doorbell.sealing import (
 )
 
 IDENTITY = "identity.key"
+SIGNING = "signing.key"
 TRUSTED = "trusted.json"
 
 
@@ -41,7 +44,9 @@ class TrustedDevice:
 
 
 class PhoneHome:
-    """``identity.key`` (mode 0600), ``trusted.json`` and ``seen.json`` in one directory."""
+    """``identity.key`` (the key footage is sealed to) and ``signing.key`` (the key this
+    phone signs with), both mode 0600, ``trusted.json`` and ``seen.json`` in one
+    directory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -58,8 +63,35 @@ class PhoneHome:
         except OSError as exc:
             raise KeyFileError(f"cannot create {self.directory}: {exc.strerror}") from None
         identity = RecipientPrivateKey.generate(suite)
+        save_key_file(self.directory / SIGNING, PhoneSigningKey.generate().to_string())
         save_key_file(self.identity_path, identity.to_string())
         return identity
+
+    def adopt(self, identity: RecipientPrivateKey, signing: PhoneSigningKey) -> None:
+        """Make this empty home hold ``identity`` and ``signing`` (a restored recovery key)."""
+        if self.identity_path.exists():
+            raise KeyFileError(f"{self.identity_path} already exists; this phone already has a key")
+        try:
+            self._private()
+        except OSError as exc:
+            raise KeyFileError(f"cannot create {self.directory}: {exc.strerror}") from None
+        save_key_file(self.directory / SIGNING, signing.to_string())
+        save_key_file(self.identity_path, identity.to_string())
+
+    def signing_key(self) -> PhoneSigningKey:
+        """This phone's signing key; a phone made before phones signed gets one now."""
+        self.identity()  # a home without a phone key gets no signing key either
+        path = self.directory / SIGNING
+        if not path.exists():
+            save_key_file(path, PhoneSigningKey.generate().to_string())
+        try:
+            return PhoneSigningKey.from_string(read_key_file(path))
+        except SealingError as exc:
+            raise KeyFileError(f"{path}: {exc}") from None
+
+    def public_identity(self) -> PhoneIdentity:
+        """What the doorbell enrols: the public halves of both keys."""
+        return PhoneIdentity(self.identity().public_key(), self.signing_key().public_key)
 
     def identity(self) -> RecipientPrivateKey:
         if not self.identity_path.exists():

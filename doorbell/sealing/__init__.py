@@ -28,10 +28,13 @@ from doorbell.sealing.format import (
     loads_strict,
     recipient_tag,
 )
-from doorbell.sealing.keyring import Keyring, Recipient
+from doorbell.sealing.keyring import Keyring, Recipient, Role
 from doorbell.sealing.keys import (
     DevicePublicKey,
     DeviceSigningKey,
+    PhoneIdentity,
+    PhoneSigningKey,
+    PhoneVerifyKey,
     RecipientPrivateKey,
     RecipientPublicKey,
     Suite,
@@ -70,10 +73,14 @@ __all__ = [
     "NoRecipients",
     "NotARecipient",
     "Opened",
+    "PhoneIdentity",
+    "PhoneSigningKey",
+    "PhoneVerifyKey",
     "Reader",
     "Recipient",
     "RecipientPrivateKey",
     "RecipientPublicKey",
+    "Role",
     "Scratch",
     "SealedObject",
     "Sealer",

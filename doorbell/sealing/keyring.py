@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import enum
 import json
 import unicodedata
 from collections.abc import Sequence
@@ -12,10 +13,11 @@ from typing import Any
 
 from doorbell.sealing.errors import KeyringError, KeyStringError
 from doorbell.sealing.format import loads_strict
-from doorbell.sealing.keys import RecipientPublicKey, Suite
+from doorbell.sealing.keys import PhoneVerifyKey, RecipientPublicKey, Suite
 
 KEYRING_FORMAT = "doorbell-keyring"
-KEYRING_VERSION = 1
+KEYRING_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_RECIPIENTS = 64
 MAX_NAME_LEN = 64
 MAX_KEYRING_BYTES = 256 * 1024
@@ -28,13 +30,33 @@ _INVISIBLE = frozenset(
 )
 
 
+class Role(enum.StrEnum):
+    """What an enrolled key may do (FORMAT.md section 7)."""
+
+    OWNER = "owner"  # reads footage; approves, invites and revokes phones
+    MEMBER = "member"  # reads footage
+    GUEST = "guest"  # reads footage until it expires
+    RECOVERY = "recovery"  # a key on paper: reads footage, and acts as an owner once restored
+
+    @property
+    def manages(self) -> bool:
+        """Whether a command signed by this key may change the keyring."""
+        return self in (Role.OWNER, Role.RECOVERY)
+
+
 @dataclass(frozen=True)
 class Recipient:
-    """One enrolled phone."""
+    """One enrolled key: a phone, or the recovery key."""
 
     name: str
     key: RecipientPublicKey
     added: datetime
+    role: Role = Role.OWNER
+    signing: PhoneVerifyKey | None = None
+    expires: datetime | None = None  # guests only, and always for them
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
 
 
 @dataclass(frozen=True)
@@ -59,17 +81,61 @@ class Keyring:
         """Whether what is sealed to this keyring stays closed to a future quantum computer."""
         return bool(self.recipients) and not self.classical
 
-    def add(self, name: str, key: RecipientPublicKey, now: datetime) -> Keyring:
+    def add(
+        self,
+        name: str,
+        key: RecipientPublicKey,
+        now: datetime,
+        *,
+        role: Role = Role.OWNER,
+        signing: PhoneVerifyKey | None = None,
+        expires: datetime | None = None,
+    ) -> Keyring:
         check_name(name)
+        added = _second(now)
+        if (role is Role.GUEST) != (expires is not None):
+            raise KeyringError("a guest needs an expiry time, and only a guest has one")
+        if expires is not None and _second(expires) <= added:
+            raise KeyringError("a guest's expiry time must be in the future")
         for existing in self.recipients:
             if existing.name == name:
                 raise KeyringError(f"a phone named {name!r} is already enrolled")
             if existing.key == key:
                 raise KeyringError(f"this key is already enrolled as {existing.name!r}")
+            if signing is not None and existing.signing == signing:
+                raise KeyringError(f"this signing key is already enrolled as {existing.name!r}")
         if len(self.recipients) >= MAX_RECIPIENTS:
             raise KeyringError(f"the keyring is full ({MAX_RECIPIENTS} recipients)")
-        added = Recipient(name, key, now.astimezone(UTC).replace(microsecond=0))
-        return replace(self, epoch=self.epoch + 1, recipients=(*self.recipients, added))
+        recipient = Recipient(
+            name, key, added, role, signing, None if expires is None else _second(expires)
+        )
+        return replace(self, epoch=self.epoch + 1, recipients=(*self.recipients, recipient))
+
+    def get(self, name: str) -> Recipient | None:
+        return next((r for r in self.recipients if r.name == name), None)
+
+    def signed_by(self, signing: PhoneVerifyKey) -> Recipient | None:
+        """The recipient whose signing key this is, if any."""
+        return next((r for r in self.recipients if r.signing == signing), None)
+
+    @property
+    def owners(self) -> tuple[Recipient, ...]:
+        return tuple(r for r in self.recipients if r.role is Role.OWNER)
+
+    def expired(self, now: datetime) -> tuple[Recipient, ...]:
+        """Guests whose time is up at ``now``: nothing may be sealed to them any more."""
+        return tuple(r for r in self.recipients if r.expired(now))
+
+    def next_expiry(self) -> datetime | None:
+        """When the next guest expires, if any guest is enrolled."""
+        return min((r.expires for r in self.recipients if r.expires is not None), default=None)
+
+    def without_expired(self, now: datetime) -> Keyring:
+        """This keyring without the guests expired at ``now`` (a new epoch if any were)."""
+        kept = tuple(r for r in self.recipients if not r.expired(now))
+        if len(kept) == len(self.recipients):
+            return self
+        return replace(self, epoch=self.epoch + 1, recipients=kept)
 
     def revoke(self, name: str) -> Keyring:
         kept = tuple(r for r in self.recipients if r.name != name)
@@ -90,15 +156,7 @@ class Keyring:
             "format": KEYRING_FORMAT,
             "version": KEYRING_VERSION,
             "epoch": self.epoch,
-            "recipients": [
-                {
-                    "name": r.name,
-                    "suite": r.key.suite.label,
-                    "key": r.key.to_string(),
-                    "added": _time(r.added),
-                }
-                for r in self.recipients
-            ],
+            "recipients": [_recipient_document(r) for r in self.recipients],
         }
 
     @classmethod
@@ -112,7 +170,7 @@ class Keyring:
         if not isinstance(document, dict) or document.get("format") != KEYRING_FORMAT:
             raise KeyringError(f"{where}: not a Doorbell keyring (format field)")
         version = document.get("version")
-        if type(version) is not int or version != KEYRING_VERSION:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise KeyringError(f"{where}: unsupported keyring version {version!r}")
         epoch = document.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**32:
@@ -123,9 +181,10 @@ class Keyring:
         keyring = cls(epoch=epoch)
         recipients = []
         for index, entry in enumerate(entries):
-            recipients.append(_parse_recipient(entry, f"{where}: recipient {index}"))
+            recipients.append(_parse_recipient(entry, f"{where}: recipient {index}", version))
         _unique(where, "names", [r.name for r in recipients])
         _unique(where, "keys", [r.key.raw for r in recipients])
+        _unique(where, "signing keys", [r.signing.raw for r in recipients if r.signing])
         return replace(keyring, recipients=tuple(recipients))
 
 
@@ -168,7 +227,15 @@ class KeyringFile:
         return None
 
     def add(
-        self, name: str, key: RecipientPublicKey, now: datetime, *, allow_classical: bool = False
+        self,
+        name: str,
+        key: RecipientPublicKey,
+        now: datetime,
+        *,
+        allow_classical: bool = False,
+        role: Role = Role.OWNER,
+        signing: PhoneVerifyKey | None = None,
+        expires: datetime | None = None,
     ) -> KeyringFile:
         """Enrol a phone, refusing to mix suites without the owner's consent.
 
@@ -178,10 +245,10 @@ class KeyringFile:
         post-quantum phones' footage included. With ``allow_classical`` the consent is
         recorded for every classical phone the keyring then holds.
         """
-        keyring = self.keyring.add(name, key, now)
+        keyring = self.keyring.add(name, key, now, role=role, signing=signing, expires=expires)
         updated = self.with_keyring(keyring)
         if allow_classical:
-            when = now.astimezone(UTC).replace(microsecond=0)
+            when = _second(now)
             new = tuple(
                 ClassicalConsent(r.name, r.key.fingerprint, when)
                 for r in keyring.classical
@@ -275,6 +342,11 @@ def _time(when: datetime) -> str:
     return when.strftime(_TIME_FORMAT)
 
 
+def _second(when: datetime) -> datetime:
+    """``when`` in UTC, to the second: as the keyring document writes it."""
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
 def _parse_time(text: str, where: str, field: str) -> datetime:
     try:
         return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
@@ -292,7 +364,22 @@ def _unique(where: str, label: str, values: Sequence[str | bytes]) -> None:
             )
 
 
-def _parse_recipient(entry: Any, where: str) -> Recipient:
+def _recipient_document(recipient: Recipient) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "name": recipient.name,
+        "role": recipient.role.value,
+        "suite": recipient.key.suite.label,
+        "key": recipient.key.to_string(),
+    }
+    if recipient.signing is not None:
+        document["signing_key"] = recipient.signing.to_string()
+    document["added"] = _time(recipient.added)
+    if recipient.expires is not None:
+        document["expires"] = _time(recipient.expires)
+    return document
+
+
+def _parse_recipient(entry: Any, where: str, version: int) -> Recipient:
     if not isinstance(entry, dict):
         raise KeyringError(f"{where}: not an object")
     name, suite, key, added = (entry.get(k) for k in ("name", "suite", "key", "added"))
@@ -310,7 +397,44 @@ def _parse_recipient(entry: Any, where: str) -> Recipient:
             raise KeyringError(f"{where}: suite {suite!r} does not match the key")
     except KeyStringError as exc:
         raise KeyringError(f"{where}: {exc}") from None
-    return Recipient(name, public, _parse_time(added, where, "added"))
+    when = _parse_time(added, where, "added")
+    if version == 1:
+        # Version 1 had no roles: every phone was enrolled by the owner at the doorbell.
+        return Recipient(name, public, when)
+    return Recipient(name, public, when, *_parse_v2_fields(entry, where, when))
+
+
+def _parse_v2_fields(
+    entry: dict[str, Any], where: str, added: datetime
+) -> tuple[Role, PhoneVerifyKey | None, datetime | None]:
+    role_text = entry.get("role")
+    try:
+        if not isinstance(role_text, str):
+            raise ValueError(role_text)
+        role = Role(role_text)
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
+        raise KeyringError(f"{where}: role must be one of {known}, got {role_text!r}") from None
+    signing = None
+    if "signing_key" in entry:
+        text = entry["signing_key"]
+        if not isinstance(text, str):
+            raise KeyringError(f"{where}: signing_key must be a string")
+        try:
+            signing = PhoneVerifyKey.from_string(text)
+        except KeyStringError as exc:
+            raise KeyringError(f"{where}: signing_key: {exc}") from None
+    expires = None
+    if "expires" in entry:
+        text = entry["expires"]
+        if not isinstance(text, str):
+            raise KeyringError(f"{where}: expires must be a string")
+        expires = _parse_time(text, where, "expires")
+    if (role is Role.GUEST) != (expires is not None):
+        raise KeyringError(f"{where}: a guest has an expires time, and only a guest")
+    if expires is not None and expires <= added:
+        raise KeyringError(f"{where}: expires is not after added")
+    return role, signing, expires
 
 
 def check_name(name: str) -> None:

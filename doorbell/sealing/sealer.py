@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -250,12 +251,56 @@ class Sealer:
         callback propagates after everything committed before it stays spent.
         """
         self.reload_keyring()
+        self.expire_guests()
         if not self.keyring.recipients:
             raise NoRecipients("no phone is enrolled: nothing sealed, nobody could open it")
         when = int(self._clock() * 1_000_000) if time_us is None else time_us
         # Everything that can be refused is refused before a sequence number is spent.
         fmt.check_payload(self.keyring.epoch, when, len(body))
         encoded = fmt.encode_meta(dict(meta))
+        out = self._seal_announcements(when, deliver)
+        if self._announce:
+            return out  # one was not committed: the payload waits behind it
+        sealed = self._seal_one(kind, encoded, body, when, deliver)
+        if sealed is not None:
+            out.append(sealed)
+        return out
+
+    def expire_guests(self) -> bool:
+        """Take the guests whose time is up out of the keyring file (a new epoch): nothing
+        sealed from now on is sealed to them. Returns True when any left."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        gone = self.keyring.expired(now)
+        if not gone:
+            return False
+        log.info("guest(s) expired: %s", ", ".join(repr(r.name) for r in gone))
+        try:
+            with self._store.editing() as box:
+                box[0] = box[0].without_expired(now)
+        except (SealingError, OSError) as exc:
+            # The file cannot say so now (a broken edit, a full disk): the guests leave
+            # this sealer's keyring all the same, and the file follows at the next start.
+            log.error("could not remove the expired guest(s) from the keyring file: %s", exc)
+            self.keyring = self.keyring.without_expired(now)
+            return True
+        self.reload_keyring()
+        return True
+
+    def expiry_due(self) -> bool:
+        """Whether a guest of the keyring has expired (on the sealer's clock)."""
+        expires = self.keyring.next_expiry()
+        return expires is not None and self._clock() >= expires.timestamp()
+
+    def publish_keyring(self, *, deliver: Deliver | None = None) -> list[SealedObject]:
+        """Seal the keyring object now if the keyring changed since it was last sealed
+        (a guest expired, the file was edited), without waiting for the next payload."""
+        self.reload_keyring()
+        self.expire_guests()
+        if not self.keyring.recipients:
+            raise NoRecipients("no phone is enrolled: nothing sealed, nobody could open it")
+        return self._seal_announcements(int(self._clock() * 1_000_000), deliver)
+
+    def _seal_announcements(self, when: int, deliver: Deliver | None) -> list[SealedObject]:
         if self._announced != self.keyring:
             # Every run, and every keyring change, publishes the keyring in the stream.
             # A keyring object still waiting to be delivered is stale now: only the
@@ -272,9 +317,6 @@ class Sealer:
                 return out
             out.append(sealed)
             self._announce.pop(0)
-        sealed = self._seal_one(kind, encoded, body, when, deliver)
-        if sealed is not None:
-            out.append(sealed)
         return out
 
     def seal_notice(self, meta: Mapping[str, Any]) -> list[SealedObject]:

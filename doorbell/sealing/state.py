@@ -16,9 +16,10 @@ from doorbell.common.locks import hold_lock
 from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import KeyFileError, SealingError
 from doorbell.sealing.format import RESERVATION_BLOCK
-from doorbell.sealing.keyring import Keyring, KeyringFile
+from doorbell.sealing.keyring import Keyring, KeyringFile, Role
 from doorbell.sealing.keys import (
     DeviceSigningKey,
+    PhoneVerifyKey,
     RecipientPublicKey,
     read_key_file,
     save_key_file,
@@ -107,12 +108,28 @@ class KeyringStore:
         return self.parse(raw)
 
     def add(
-        self, name: str, key: RecipientPublicKey, now: datetime, *, allow_classical: bool = False
+        self,
+        name: str,
+        key: RecipientPublicKey,
+        now: datetime,
+        *,
+        allow_classical: bool = False,
+        role: Role = Role.OWNER,
+        signing: PhoneVerifyKey | None = None,
+        expires: datetime | None = None,
     ) -> KeyringFile:
         """Enrol a phone as ``doorbell keys add`` does (``KeyringFile.add``): a refused
         enrolment leaves the file as it was."""
         with self._editing_file() as box:
-            box[0] = box[0].add(name, key, now, allow_classical=allow_classical)
+            box[0] = box[0].add(
+                name,
+                key,
+                now,
+                allow_classical=allow_classical,
+                role=role,
+                signing=signing,
+                expires=expires,
+            )
             return box[0]
 
     def parse(self, raw: bytes | None) -> KeyringFile:

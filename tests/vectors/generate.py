@@ -29,8 +29,14 @@ from chains import (
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from doorbell.sealing import format as fmt
-from doorbell.sealing.keyring import Keyring
-from doorbell.sealing.keys import DeviceSigningKey, RecipientPrivateKey, Suite
+from doorbell.sealing.keyring import Keyring, Role
+from doorbell.sealing.keys import (
+    DeviceSigningKey,
+    PhoneIdentity,
+    PhoneSigningKey,
+    RecipientPrivateKey,
+    Suite,
+)
 from doorbell.sealing.sealer import seal_bytes
 
 
@@ -189,11 +195,96 @@ def main() -> None:
     document["chains"] = chain_vectors(device, phone_x, keyring_one)
     document["chains_review"] = chain_vectors(device, phone_x, keyring_one, REVIEW_CASES)
     document["chains_damaged"] = chain_vectors(device, phone_x, keyring_one, DAMAGED_CASES)
+    document["keyring_v2"] = keyring_v2_vectors(device)
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("v1.json")
     if target.exists():
         committed = json.loads(target.read_text())
         document = {**document, **committed}  # what was committed stays as it was
     target.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def keyring_v2_vectors(device: DeviceSigningKey) -> dict[str, object]:
+    """Keyring document version 2 (FORMAT.md section 7): phones with roles and signing keys,
+    hybrid secrets as X-Wing seeds, the document sealed in a keyring object, and broken
+    documents with the error a reader gives."""
+    added = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)
+    expires = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+    roles = [
+        ("test-owner", Role.OWNER, None),
+        ("test-member", Role.MEMBER, None),
+        ("test-guest", Role.GUEST, expires),
+        ("test-recovery", Role.RECOVERY, None),
+    ]
+    phones = []
+    keyring = Keyring()
+    for name, role, until in roles:
+        secret = RecipientPrivateKey(Suite.MLKEM768_X25519, _seeded(f"v2 {name} x-wing seed", 32))
+        signing = PhoneSigningKey(_seeded(f"v2 {name} signing", 32))
+        keyring = keyring.add(
+            name,
+            secret.public_key(),
+            added,
+            role=role,
+            signing=None if role is Role.GUEST else signing.public_key,
+            expires=until,
+        )
+        phones.append(
+            {
+                "name": name,
+                "role": role.value,
+                "secret": secret.to_string(),
+                "secret_seed": secret.raw.hex(),
+                "secret_expanded": secret.expanded.hex(),
+                "public_raw": secret.public_key().raw.hex(),
+                "signing_secret": signing.to_string(),
+                "signing_public_raw": signing.public_key.raw.hex(),
+                "identity": PhoneIdentity(secret.public_key(), signing.public_key).to_string(),
+            }
+        )
+    document = keyring.to_json()
+    time_us = 1_796_000_000_000_000
+    data = seal_bytes(
+        device,
+        keyring,
+        0,
+        fmt.ZERO_PREV,
+        fmt.Kind.KEYRING,
+        {"epoch": keyring.epoch},
+        document,
+        time_us,
+        _counter_random("keyring v2"),
+    )
+    parsed = json.loads(document)
+
+    def broken(change: str, index: int | None, **fields: object) -> dict[str, object]:
+        """The document with ``fields`` set (None: removed) in recipient ``index``, or at
+        the top when ``index`` is None."""
+        copy = json.loads(document)
+        target = copy if index is None else copy["recipients"][index]
+        for key, value in fields.items():
+            if value is None:
+                target.pop(key)
+            else:
+                target[key] = value
+        return {"description": change, "document": copy}
+
+    owner_signing = parsed["recipients"][0]["signing_key"]
+    invalid = [
+        (broken("unknown role", 0, role="admin"), "role"),
+        (broken("role missing", 1, role=None), "role"),
+        (broken("guest without expires", 2, expires=None), "expires"),
+        (broken("member with expires", 1, expires="2027-01-01T00:00:00Z"), "expires"),
+        (broken("expires before added", 2, expires="2026-12-01T00:00:00Z"), "expires"),
+        (broken("signing key typo", 0, signing_key=owner_signing[:-2] + "aa"), "signing_key"),
+        (broken("duplicate signing key", 1, signing_key=owner_signing), "signing keys"),
+        (broken("version 3", None, version=3), "version"),
+    ]
+    return {
+        "phones": phones,
+        "document": parsed,
+        "object": bytes(data).hex(),
+        "invalid_documents": [{**case, "error": error} for case, error in invalid],
+    }
 
 
 if __name__ == "__main__":
