@@ -91,6 +91,40 @@ def _parser() -> argparse.ArgumentParser:
         _config_option(trigger)
         trigger.set_defaults(run=_trigger, command=name)
 
+    enroll = commands.add_parser(
+        "enroll",
+        help="let a new phone join: a one-time link and QR code (talks to the running daemon)",
+    )
+    _config_option(enroll)
+    enroll.add_argument("--name", help="the phone's name (default: the name the phone gives)")
+    enroll.add_argument(
+        "--role",
+        choices=[Role.OWNER.value, Role.MEMBER.value, Role.GUEST.value],
+        help="default: owner for the first phone, member after",
+    )
+    enroll.add_argument("--expires", metavar="DURATION", help="a guest's time, such as 3h or 7d")
+    enroll.add_argument(
+        "--confirm",
+        choices=["terminal", "button"],
+        default="terminal",
+        help="confirm the code by typing yes here (default) or by pressing the doorbell button",
+    )
+    enroll.add_argument(
+        "--window", metavar="DURATION", default="10m", help="how long the link works (10m)"
+    )
+    enroll.add_argument(
+        "--broker",
+        metavar="HOST[:PORT]",
+        help="where the phone reaches the broker, when not the configuration's mqtt.host",
+    )
+    enroll.add_argument(
+        "--allow-classical",
+        action="store_true",
+        help="accept an x25519 phone beside mlkem768-x25519 ones (see 'keys add')",
+    )
+    enroll.add_argument("--json", action="store_true", help="one JSON object per line")
+    enroll.set_defaults(run=_enroll)
+
     status = commands.add_parser("status", help="what the running daemon is doing")
     _config_option(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -190,6 +224,42 @@ def _control(args: argparse.Namespace, command: str) -> dict[str, object]:
     settings = _settings(args)
     try:
         return send_command(settings.runtime_dir / SOCKET_NAME, command)
+    except ControlError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from doorbell.daemon.control import SOCKET_NAME, ControlError
+    from doorbell.daemon.enroll_client import EnrolOptions, run_enroll
+
+    try:
+        window = parse_duration(args.window).total_seconds()
+        expires = None if args.expires is None else parse_duration(args.expires).total_seconds()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    host, port = None, None
+    if args.broker:
+        host, _, port_text = (
+            args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+        )
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise UsageError(f"--broker {args.broker!r}: the port is not a number in 1..65535")
+            port = int(port_text)
+    options = EnrolOptions(
+        args.name,
+        args.role,
+        expires,
+        args.confirm,
+        window,
+        host,
+        port,
+        args.json,
+        args.allow_classical,
+    )
+    settings = _settings(args)
+    try:
+        return run_enroll(settings.runtime_dir / SOCKET_NAME, options, sys.stdout, sys.stdin)
     except ControlError as exc:
         raise UsageError(str(exc)) from None
 

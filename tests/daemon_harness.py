@@ -47,6 +47,7 @@ class DaemonRig:
         root: Path,
         *,
         enrol: bool = True,
+        suite: Suite = Suite.X25519,
         extra: dict[str, Any] | None = None,
         **recording: Any,
     ) -> None:
@@ -58,7 +59,7 @@ class DaemonRig:
         self.tmp.mkdir(exist_ok=True)
         self.log = root / "daemon.log"
         self.home = PhoneHome(root / "phone")
-        identity = self.home.init(Suite.X25519)
+        identity = self.home.init(suite)
         if enrol:
             with KeyringStore(self.state).editing() as box:
                 box[0] = box[0].add("test-phone", identity.public_key(), datetime.now(UTC))

@@ -194,7 +194,7 @@ class Delivery:
     spool: Spool
     uploaders: list[Uploader]
 
-    def answer(self, command: str) -> dict[str, Any]:
+    def answer(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         return {
             "ok": True,
             "status": {

@@ -32,7 +32,18 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
-COMMANDS = ("ring", "motion", "status")
+COMMANDS = (
+    "ring",
+    "motion",
+    "status",
+    # doorbell enroll: open a window, follow it, confirm it on the terminal, close it
+    "enroll-open",
+    "enroll-state",
+    "enroll-confirm",
+    "enroll-cancel",
+)
+# A command's arguments: one flat object of at most this many strings, numbers or booleans.
+MAX_ARGS = 16
 MAX_REQUEST = 4096
 # Replies carry the status, which grows with the phones' names and the sinks.
 MAX_REPLY = 1024 * 1024
@@ -64,7 +75,7 @@ class RequestError(ValueError):
     """A request the server refuses; its message goes back to the client."""
 
 
-Handler = Callable[[str], dict[str, Any]]
+Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 def shared_clock() -> float:
@@ -200,7 +211,7 @@ class ControlServer:
             self._answering.release()
 
     def _run(self, line: bytes) -> dict[str, Any]:
-        command, deadline = _parse(line)
+        command, args, deadline = _parse(line)
         if deadline - shared_clock() - REPLY_MARGIN <= 0:
             # Its client has given up or is about to: running it now would be a ghost.
             log.warning("control socket: %s arrived after its client gave up; not run", command)
@@ -209,7 +220,7 @@ class ControlServer:
                 "error": f"{command!r} arrived after its client's deadline; not run",
             }
         _client_deadline.set(deadline)
-        return self._handler(command)
+        return self._handler(command, args)
 
 
 @dataclass
@@ -229,8 +240,9 @@ def _refuse(conn: socket.socket, problem: str) -> None:
             conn.send(json.dumps({"ok": False, "error": problem}).encode() + b"\n")
 
 
-def _parse(line: bytes) -> tuple[str, float]:
-    """The command and the client's deadline, or `RequestError` saying what is wrong."""
+def _parse(line: bytes) -> tuple[str, dict[str, Any], float]:
+    """The command, its arguments and the client's deadline, or `RequestError` saying
+    what is wrong."""
     try:
         request = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -248,7 +260,15 @@ def _parse(line: bytes) -> tuple[str, float]:
         raise RequestError(f"deadline must be a number, got {deadline!r}")
     if not math.isfinite(deadline):
         raise RequestError(f"deadline must be finite, got {deadline!r}")
-    return command, min(float(deadline), now + ANSWER_SECONDS + REPLY_MARGIN)
+    args = request.get("args", {})
+    if not isinstance(args, dict) or len(args) > MAX_ARGS:
+        raise RequestError(f"args must be an object of at most {MAX_ARGS} members")
+    for key, value in args.items():
+        if not isinstance(value, str | int | float | bool) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise RequestError(f"argument {key[:40]!r} must be a string, number or boolean")
+    return command, args, min(float(deadline), now + ANSWER_SECONDS + REPLY_MARGIN)
 
 
 def _read_reply(sock: socket.socket, deadline: float) -> bytes:
@@ -270,14 +290,18 @@ def _read_reply(sock: socket.socket, deadline: float) -> bytes:
             raise ValueError(f"reply longer than {MAX_REPLY} bytes")
 
 
-def send_command(path: Path, command: str, timeout: float = 10.0) -> dict[str, Any]:
+def send_command(
+    path: Path, command: str, timeout: float = 10.0, args: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Send one command to a running daemon and return its reply.
 
     The daemon runs the command only if it can answer within `timeout`: when this
     raises because no answer came, a command the daemon had not started is never run.
     """
     deadline = shared_clock() + timeout
-    request = {"command": command, "deadline": deadline}
+    request: dict[str, Any] = {"command": command, "deadline": deadline}
+    if args:
+        request["args"] = args
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
             sock.settimeout(timeout)

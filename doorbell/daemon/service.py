@@ -26,11 +26,12 @@ from doorbell.capture import InitSegment, MediaSegment, Segmenter, open_source
 from doorbell.capture.source import AccessUnit, VideoSource
 from doorbell.config import Settings
 from doorbell.daemon.control import SOCKET_NAME, ControlServer, Mailbox
+from doorbell.daemon.enrolment import Broker, Enrolments
 from doorbell.daemon.notify import SystemdNotifier
 from doorbell.events.recorder import RecorderRules
 from doorbell.events.routing import ClipRouter, Delivery, Retention
 from doorbell.events.sensors import Sensors, make_pin_factory
-from doorbell.sealing import Kind, NoRecipients, SealedObject, Sealer, SealingError
+from doorbell.sealing import KeyringStore, Kind, NoRecipients, SealedObject, Sealer, SealingError
 
 if TYPE_CHECKING:
     from doorbell.transport.mqtt import MqttLink
@@ -149,6 +150,7 @@ class Doorbell:
         self._spool: Spool | None = None
         self._uploaders: list[Uploader] = []
         self._mqtt: MqttLink | None = None
+        self._enrolments: Enrolments | None = None
         self.source_warning: str | None = None
         self.pin_factory_warning: str | None = None
 
@@ -179,6 +181,17 @@ class Doorbell:
                 "nothing, because nobody could ever open it ('doorbell keys add')"
             )
         self._start_delivery()
+        broker = None
+        if self._mqtt is not None:
+            mqtt = settings.mqtt
+            broker = Broker(mqtt.host, mqtt.port, mqtt.tls, mqtt.topic_prefix)
+        self._enrolments = Enrolments(
+            self._sealer.device_key,
+            KeyringStore(settings.state_dir),
+            broker,
+            self._mqtt.publish if self._mqtt is not None else _nowhere,
+            self._publish_keyring,
+        )
         self._install_signals()
         gpio = settings.gpio
         factory, self.pin_factory_warning = make_pin_factory(gpio.pin_factory)
@@ -238,6 +251,9 @@ class Doorbell:
 
             self._mqtt = MqttLink(
                 settings.mqtt, self._sealer.device_id.hex()[:16], settings.device_name
+            )
+            self._mqtt.on_enrolment = lambda window, payload: self._inbox.put(
+                ("enrolment", window, payload)
             )
             self._mqtt.start()
             self._sinks.append(self._mqtt)
@@ -320,6 +336,8 @@ class Doorbell:
                 self._notifier.watchdog()
             if self._sealer is not None and self._sealer.expiry_due():
                 self._dispatch(("guest-expired",))
+            if self._enrolments is not None and self._enrolments.open_windows:
+                self._enrolments.tick()
             if (self._backlog or self._unannounced) and now >= self._next_retry:
                 # At most once a second: each try costs a seal and a write.
                 self._next_retry = now + BACKLOG_RETRY_SECONDS
@@ -344,11 +362,14 @@ class Doorbell:
             self._on_trigger(item[1], item[2])
         elif kind == "command":
             # Not run at all when its client has stopped waiting: no ghost rings.
-            item[2].answer(lambda: self._on_command(item[1]))
+            item[2].answer(lambda: self._on_command(item[1], item[3]))
         elif kind == "signal":
             self._on_signal(item[1])
         elif kind == "guest-expired":
             self._publish_keyring()
+        elif kind == "enrolment":
+            if self._enrolments is not None:
+                self._enrolments.message(item[1], item[2])
         elif kind == "spool-checked":
             # Damaged spooled objects the chain holds are announced like evictions.
             assert self._spool is not None
@@ -486,6 +507,8 @@ class Doorbell:
     # -- events ----------------------------------------------------------------------------
 
     def _on_trigger(self, trigger: str, origin: str) -> None:
+        if origin == "button" and self._enrolments is not None and self._enrolments.press():
+            return  # the press confirmed an enrolment waiting for it: no ring
         if self.settings.logging.events:
             # Off by default: the journal on the SD card would tell who came when.
             log.info("%s (%s)", trigger, origin)
@@ -582,21 +605,23 @@ class Doorbell:
         self._sealed(sealed)
         return True
 
-    def _publish_keyring(self) -> None:
-        """A guest's time is up: seal the keyring without it now, not with the next event."""
+    def _publish_keyring(self) -> list[SealedObject]:
+        """Seal the changed keyring now, not with the next event: a guest's time is up,
+        or a phone was enrolled and waits for it."""
         assert self._sealer is not None
         try:
             sealed = self._sealer.publish_keyring(deliver=self._putter(None, ObjectClass.ESSENTIAL))
         except NoRecipients:
             self._nobody_enrolled()
-            return
+            return []
         except OSError as exc:
-            # The guest is out of the keyring already; the keyring object is sealed again
-            # with the next object.
+            # The keyring file says it already; the keyring object is sealed again with
+            # the next object.
             self._counters.spool_error = f"{exc.strerror or exc}"
-            log.error("could not spool the keyring without the expired guest(s): %s", exc)
-            return
+            log.error("could not spool the changed keyring: %s", exc)
+            return []
         self._sealed(sealed)
+        return sealed
 
     def _putter(
         self, kind: Kind | None, cls: ObjectClass
@@ -675,12 +700,23 @@ class Doorbell:
 
     # -- control -----------------------------------------------------------------------------
 
-    def _from_control(self, command: str) -> dict[str, Any]:
+    def _from_control(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         mailbox = Mailbox()
-        self._inbox.put(("command", command, mailbox))
+        self._inbox.put(("command", command, mailbox, args))
         return mailbox.wait(timeout=10)
 
-    def _on_command(self, command: str) -> dict[str, Any]:
+    def _on_command(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        if command.startswith("enroll-"):
+            assert self._enrolments is not None
+            enrolments = self._enrolments
+            if command == "enroll-open":
+                return {"ok": True, **enrolments.open(args)}
+            act = {
+                "enroll-state": enrolments.state,
+                "enroll-confirm": enrolments.confirm,
+                "enroll-cancel": enrolments.cancel,
+            }[command]
+            return {"ok": True, **act(args.get("window"))}
         if command in ("ring", "motion"):
             self._on_trigger(command, "control socket")
             return {
@@ -736,3 +772,7 @@ class Doorbell:
             "sinks": {u.sink.name: dataclasses.asdict(u.status()) for u in self._uploaders},
             "mqtt": None if self._mqtt is None else self._mqtt.status(),
         }
+
+
+def _nowhere(topic: str, payload: bytes) -> None:
+    """Enrolment without a broker: ``Enrolments.open`` refuses before anything is sent."""

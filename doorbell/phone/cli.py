@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from doorbell.phone.chain import verify_source
+from doorbell.phone.enrol import EnrolError, EnrolOptions, enrol
 from doorbell.phone.export import verify_and_export
 from doorbell.phone.home import PhoneHome, default_home
 from doorbell.phone.objects import NOT_AN_OBJECT_NAME, DirectorySource
@@ -129,7 +130,34 @@ def _parser() -> argparse.ArgumentParser:
     sync_.add_argument("--access-key-file", type=Path, metavar="FILE", help="the S3 access key")
     sync_.add_argument("--secret-key-file", type=Path, metavar="FILE", help="the S3 secret key")
     sync_.set_defaults(run=_sync)
+
+    enroll = commands.add_parser(
+        "enroll",
+        help="join a doorbell through the link 'doorbell enroll' shows",
+        description="Join a doorbell: send this phone's identity through the doorbell's "
+        "broker, show the confirmation code to compare with the doorbell's, and once the "
+        "owner confirms there, pin the doorbell's key. Creates this phone's keys first if "
+        "it has none.",
+    )
+    enroll.add_argument("link", metavar="LINK", help="doorbell:enroll?... from the doorbell")
+    enroll.add_argument("--name", help="this phone's name (default: the host name)")
+    enroll.add_argument("--username", help="the broker's user name, when it needs one")
+    enroll.add_argument("--password-file", type=Path, metavar="FILE")
+    enroll.add_argument("--ca-file", type=Path, metavar="FILE", help="CA for TLS; implies TLS")
+    enroll.add_argument("--json", action="store_true", help="one JSON object per line")
+    enroll.set_defaults(run=_enroll)
     return parser
+
+
+def _enroll(home: PhoneHome, args: argparse.Namespace) -> int:
+    options = EnrolOptions(
+        args.link, args.name, args.username, args.password_file, args.ca_file, args.json
+    )
+    try:
+        return enrol(home, options, sys.stdout)
+    except EnrolError as exc:
+        print(f"doorbell-phone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _init(home: PhoneHome, args: argparse.Namespace) -> int:

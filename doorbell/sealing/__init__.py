@@ -4,6 +4,7 @@ The rest of the program uses only the names exported here; HPKE suites, stanza
 encoding and byte layouts stay inside this package.
 """
 
+from doorbell.sealing import enrolment
 from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import (
     BadSignature,
@@ -90,6 +91,7 @@ __all__ = [
     "chain_hash",
     "check_canonical_ed25519_key",
     "check_meta",
+    "enrolment",
     "load_device_key",
     "loads_strict",
     "object_name",

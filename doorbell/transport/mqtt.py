@@ -17,6 +17,7 @@ there is no connection, so the spool keeps the object and retries it in order.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,9 +49,6 @@ AVAILABILITY_LEAF = "availability"
 PUBLISH_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 # Home Assistant's birth message is "online"; anything much longer is not from it.
-# It is also the largest message the link can legitimately receive: Home Assistant's
-# status is its only subscription (and only with discovery on; there are no command
-# topics), so the broker is told to send nothing bigger.
 MAX_STATUS_PAYLOAD = 64
 # Sealed objects wait in the spool, not here: this only bounds what a stalled
 # connection can pile up in paho's memory (availability, discovery, states).
@@ -59,6 +57,12 @@ MAX_QUEUED = 100
 WARN_INTERVAL = 60.0
 
 ProblemHook = Callable[[str], None]
+ENROL_LEAF = "enroll"
+_WINDOW_ID = re.compile(r"[0-9a-f]{16}")
+# An enrolment message is a few KiB; anything larger is not one (PROTOCOL.md section 3).
+# It is the largest message the link can legitimately receive (its other subscription
+# is Home Assistant's status), so the broker is told to send nothing bigger.
+MAX_ENROL_PAYLOAD = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,19 @@ class DeviceTopics:
     @property
     def home_assistant(self) -> str:
         return self._leaf("ha")
+
+    @property
+    def enrolment(self) -> str:
+        """Every enrolment window's messages from phones (docs/PROTOCOL.md section 3)."""
+        return self._leaf(f"{ENROL_LEAF}/+/phone")
+
+    def enrolment_window(self, topic: str) -> str | None:
+        """The window id of a topic ``enrolment`` matches, or None."""
+        head, tail = self._leaf(f"{ENROL_LEAF}/"), "/phone"
+        if not topic.startswith(head) or not topic.endswith(tail):
+            return None
+        window = topic[len(head) : -len(tail)]
+        return window if _WINDOW_ID.fullmatch(window) else None
 
 
 class MqttLink:
@@ -124,6 +141,8 @@ class MqttLink:
         )
         self._on_problem = on_problem
         self.when_connected: Callable[[], None] | None = None
+        # Set before ``start``: hears ``(window id, payload)`` of each enrolment message.
+        self.on_enrolment: Callable[[str, bytes], None] | None = None
         self._publish_timeout = publish_timeout
         self._client: paho.Client | None = None
         self._online = threading.Event()
@@ -149,8 +168,16 @@ class MqttLink:
 
     @property
     def subscriptions(self) -> list[str]:
-        """Every topic the link subscribes to: Home Assistant's status, with discovery on."""
-        return [self.discovery.status_topic] if self.discovery_enabled else []
+        """Every topic the link subscribes to: Home Assistant's status, with discovery on,
+        and the enrolment windows' messages from phones."""
+        topics = [self.discovery.status_topic] if self.discovery_enabled else []
+        if self.on_enrolment is not None:
+            topics.append(self.topics.enrolment)
+        return topics
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish one message (QoS 1, not retained) if connected; dropped otherwise."""
+        self._publish_now(topic, payload, retain=False)
 
     def start(self) -> None:
         """Configure the client and let paho connect in the background; never blocks."""
@@ -183,7 +210,7 @@ class MqttLink:
             settings.host,
             settings.port,
             keepalive=settings.keepalive,
-            **connect_options(MAX_STATUS_PAYLOAD),
+            **connect_options(MAX_ENROL_PAYLOAD),
         )
         self._client = client
         client.loop_start()
@@ -355,6 +382,13 @@ class MqttLink:
             self._hostile("a message on a topic that is not UTF-8")
             return
         payload = message.payload
+        window = self.topics.enrolment_window(topic)
+        if window is not None and self.on_enrolment is not None:
+            if len(payload) > MAX_ENROL_PAYLOAD:
+                self._hostile(f"a {len(payload)}-byte enrolment message, limit {MAX_ENROL_PAYLOAD}")
+                return
+            self.on_enrolment(window, bytes(payload))
+            return
         if not self.discovery_enabled or topic != self.discovery.status_topic:
             log.debug("MQTT: ignored a message on %r (not subscribed to it)", topic[:200])
             return

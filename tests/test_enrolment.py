@@ -1,0 +1,308 @@
+"""Enrolment over the network (docs/PROTOCOL.md), end to end: the real daemon, a real
+Mosquitto, ``doorbell enroll`` and ``doorbell-phone enroll`` as the owner and the new
+phone run them, and hostile messages published on the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from daemon_harness import DaemonRig, wait_for
+
+from doorbell.phone.home import PhoneHome
+from doorbell.sealing import DeviceSigningKey, KeyringStore, Kind, Role, Suite
+from doorbell.sealing import enrolment as proto
+from doorbell.sealing import format as fmt
+
+pytest.register_assert_rewrite("mqtt_fixture")
+from mqtt_fixture import Listener, Mosquitto  # noqa: E402
+
+pytest_plugins = ["mqtt_fixture"]
+
+
+class Lines:
+    """A child's stdout, one JSON object per line, read as it comes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self._lines.append(json.loads(line) if line.startswith("{") else {"text": line})
+                self._changed.notify_all()
+        with self._changed:
+            self._lines.append({"eof": True})
+            self._changed.notify_all()
+
+    def wait_for(self, key: str, timeout: float = 30) -> dict[str, Any]:
+        def there() -> bool:
+            return any(key in line or "eof" in line for line in self._lines)
+
+        with self._changed:
+            if not self._changed.wait_for(there, timeout):
+                raise AssertionError(f"no {key!r} within {timeout} s; got {self._lines}")
+            found = next(line for line in self._lines if key in line or "eof" in line)
+        assert key in found, f"ended without {key!r}: {self._lines}"
+        return found
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return list(self._lines)
+
+
+@pytest.fixture
+def doorbell(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[DaemonRig]:
+    mqtt = {"enabled": True, "host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
+    rig = DaemonRig(tmp_path / "doorbell", suite=Suite.MLKEM768_X25519, extra={"mqtt": mqtt})
+    rig.start()
+    try:
+        rig.wait_ready()
+        wait_for(lambda: rig.status()["mqtt"]["connected"], 20, "the daemon's MQTT link")
+        yield rig
+    finally:
+        rig.kill()
+
+
+def _enroll(rig: DaemonRig, *options: str) -> tuple[subprocess.Popen[str], Lines]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "doorbell", "enroll", "-c", str(rig.config), "--json", *options],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, Lines(process.stdout)
+
+
+def _phone(home: Path, link: str, *options: str) -> tuple[subprocess.Popen[str], Lines]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "doorbell.phone", "--home", str(home), "enroll", link, "--json",
+         *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    return process, Lines(process.stdout)
+
+
+def _finish(process: subprocess.Popen[str]) -> int:
+    code = process.wait(timeout=30)
+    return code
+
+
+def _ring_and_wait(rig: DaemonRig) -> None:
+    rig.wait_preroll()
+    before = rig.status().get("clips", 0)
+    rig.command("ring")
+    wait_for(
+        lambda: (s := rig.status()).get("clips") == before + 1 and s.get("clip") is None,
+        60,
+        "the clip to end",
+    )
+
+
+def test_a_phone_joins_with_the_link_and_reads_the_next_ring(
+    doorbell: DaemonRig, tmp_path: Path
+) -> None:
+    owner, said = _enroll(doorbell, "--name", "alice-phone")
+    link = said.wait_for("link")["link"]
+    assert link.startswith("doorbell:enroll?v=1&")
+    assert len(link) < 300
+    home = tmp_path / "alice"
+    phone, shown = _phone(home, link, "--name", "whatever-the-phone-says")
+    phone_code = shown.wait_for("code")["code"]
+    doorbell_code = said.wait_for("code")
+    assert doorbell_code["code"] == phone_code
+    assert doorbell_code["phone"] == "alice-phone"  # the owner's name wins
+    assert owner.stdin is not None
+    owner.stdin.write("yes\n")
+    owner.stdin.flush()
+    assert said.wait_for("enrolled")["enrolled"] == "alice-phone"
+    assert shown.wait_for("enrolled")["enrolled"] == "alice-phone"
+    assert _finish(owner) == 0 and _finish(phone) == 0
+
+    keyring = KeyringStore(doorbell.state).load()
+    [alice] = [r for r in keyring.recipients if r.name == "alice-phone"]
+    identity = PhoneHome(home).public_identity()
+    assert (alice.key, alice.signing, alice.role) == (identity.key, identity.signing, Role.MEMBER)
+    # No trust step: the phone pinned the doorbell from the link.
+    reader = PhoneHome(home).reader()
+    _ring_and_wait(doorbell)
+    opened = [reader.open(p.read_bytes()) for p in sorted(doorbell.bucket.glob("*.sealed"))
+              if reader.can_open(_envelope(p))]  # fmt: skip
+    assert any(o.kind is Kind.EVENT and o.meta.get("type") == "ring" for o in opened)
+    assert any(o.kind is Kind.SEGMENT for o in opened)
+    # The secret never reached the log.
+    secret = proto.Link.parse(link).secret
+    assert proto._b32(secret) not in doorbell.log_text()
+
+
+def _envelope(path: Path) -> Any:
+    return fmt.parse_envelope(path.read_bytes())
+
+
+def test_a_classical_phone_beside_hybrid_ones_is_refused_before_any_code(
+    doorbell: DaemonRig, tmp_path: Path
+) -> None:
+    before = (doorbell.state / "keyring.json").read_bytes()
+    owner, said = _enroll(doorbell)
+    link = said.wait_for("link")["link"]
+    PhoneHome(tmp_path / "old").init(Suite.X25519)
+    phone, shown = _phone(tmp_path / "old", link, "--name", "old-tablet")
+    reason = shown.wait_for("refused")["refused"]
+    assert reason.startswith("'old-tablet' uses x25519, which a quantum computer can break")
+    assert said.wait_for("refused")["refused"] == reason
+    assert "code" not in str(shown.lines) and _finish(owner) == 1 and _finish(phone) == 1
+    assert (doorbell.state / "keyring.json").read_bytes() == before
+
+
+def test_refusing_the_code_enrols_nobody(doorbell: DaemonRig, tmp_path: Path) -> None:
+    before = (doorbell.state / "keyring.json").read_bytes()
+    owner, said = _enroll(doorbell)
+    link = said.wait_for("link")["link"]
+    phone, shown = _phone(tmp_path / "eve", link, "--name", "eve")
+    shown.wait_for("code")
+    said.wait_for("code")
+    assert owner.stdin is not None
+    owner.stdin.write("no\n")
+    owner.stdin.flush()
+    assert said.wait_for("refused")["refused"] == "cancelled at the doorbell"
+    assert shown.wait_for("refused")["refused"] == "cancelled at the doorbell"
+    assert _finish(owner) == 1 and _finish(phone) == 1
+    assert (doorbell.state / "keyring.json").read_bytes() == before
+    assert not (tmp_path / "eve" / "trusted.json").exists()
+
+
+def test_a_second_phone_with_the_same_link_is_refused(doorbell: DaemonRig, tmp_path: Path) -> None:
+    owner, said = _enroll(doorbell)
+    link = said.wait_for("link")["link"]
+    first, first_said = _phone(tmp_path / "first", link, "--name", "first")
+    first_said.wait_for("code")
+    second, second_said = _phone(tmp_path / "second", link, "--name", "second")
+    assert second_said.wait_for("refused")["refused"] == "this link was used already"
+    assert _finish(second) == 1
+    assert owner.stdin is not None
+    owner.stdin.write("yes\n")
+    owner.stdin.flush()
+    assert first_said.wait_for("enrolled")["enrolled"] == "first"
+    assert _finish(owner) == 0 and _finish(first) == 0
+    names = [r.name for r in KeyringStore(doorbell.state).load().recipients]
+    assert names == ["test-phone", "first"]
+
+
+def test_a_used_link_does_not_work_again(doorbell: DaemonRig, tmp_path: Path) -> None:
+    owner, said = _enroll(doorbell)
+    link = said.wait_for("link")["link"]
+    phone, shown = _phone(tmp_path / "a", link, "--name", "a")
+    shown.wait_for("code")
+    assert owner.stdin is not None
+    owner.stdin.write("yes\n")
+    owner.stdin.flush()
+    assert _finish(owner) == 0 and _finish(phone) == 0
+    epoch = KeyringStore(doorbell.state).load().epoch
+    # The window closed with the enrolment: a new phone with the same link hears nothing
+    # and gives up when the link expires (shortened here by the test's own window).
+    later, _ = _phone(tmp_path / "b", link, "--name", "b")
+    wait_for(lambda: "a message for no open window" in doorbell.log_text(), 10, "the hello")
+    later.kill()
+    later.wait()
+    assert KeyringStore(doorbell.state).load().epoch == epoch
+
+
+def test_wrong_secret_bad_and_flooding_messages_change_nothing(
+    doorbell: DaemonRig, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Messages under a wrong secret, garbage, and a valid hello signed by another key go
+    through the real broker to the window's topic: each is refused, nothing is enrolled,
+    and after five failures the window closes for good."""
+    before = (doorbell.state / "keyring.json").read_bytes()
+    owner, said = _enroll(doorbell)
+    link = proto.Link.parse(said.wait_for("link")["link"])
+    up = link.topic(proto.PHONE_LEAF)
+    intruder = Listener(mosquitto, link.topic(proto.DOORBELL_LEAF))
+    try:
+        wrong_key = proto.WindowKeys.derive(os.urandom(16), link.device.device_id, link.expires)
+        intruder.publish(up, proto.seal_message(wrong_key.phone_to_doorbell, up, {"type": "hello"}))
+        intruder.publish(up, b"\x00" * 40)
+        intruder.publish(up, os.urandom(20_000))  # larger than any enrolment message
+        home = PhoneHome(tmp_path / "mallory")
+        home.init(Suite.MLKEM768_X25519)
+        hello = proto.Hello.make(link, home.public_identity(), home.signing_key(), "mallory")
+        forged = {**hello.to_message(), "name": "someone-else"}  # the signature no longer fits
+        intruder.publish(up, proto.seal_message(link.keys.phone_to_doorbell, up, forged))
+        [answer] = intruder.wait_on(link.topic(proto.DOORBELL_LEAF), 1, 10)
+        refused = proto.open_message(
+            link.keys.doorbell_to_phone, link.topic(proto.DOORBELL_LEAF), answer.payload,
+            proto.MAX_ANSWER,
+        )  # fmt: skip
+        assert refused["type"] == "refused"
+        assert "not signed by the phone's signing key" in refused["reason"]
+        # Failures so far: the wrong secret, the zeros, the forged hello (the oversized
+        # message never reached the window: the link drops it by size). Two more close it.
+        for _ in range(2):
+            intruder.publish(up, proto.seal_message(wrong_key.phone_to_doorbell, up, {"type": "x"}))
+        assert said.wait_for("refused")["refused"].startswith("too many failed attempts")
+        assert _finish(owner) == 1
+        # Closed for good: even the real secret gets nowhere now.
+        intruder.publish(
+            up, proto.seal_message(link.keys.phone_to_doorbell, up, hello.to_message())
+        )
+        wait_for(lambda: "too many failed attempts" in doorbell.log_text(), 5, "the log")
+    finally:
+        intruder.close()
+    assert (doorbell.state / "keyring.json").read_bytes() == before
+    assert doorbell.status()["ready"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda link: link.replace("doorbell:enroll", "https://example"), "not an enrolment link"),
+        (lambda link: link.replace("v=1", "v=2"), "version '2'"),
+        (lambda link: link[: link.index("&s=")], "lacks s, e: it is cut short"),
+        (lambda link: link.replace("&p=", "&p=99999"), "outside 1..65535"),
+        (lambda link: link + "&s=aaaa", "repeats a field"),
+        (lambda link: link.replace("&t=", "&t=%23"), "topic prefix"),
+    ],
+    ids=["scheme", "version", "cut", "port", "repeated", "prefix"],
+)
+def test_a_bad_link_is_a_clear_error(tmp_path: Path, change: Any, message: str) -> None:
+    link = proto.Link.new(
+        DeviceSigningKey.generate().public_key, "127.0.0.1", 1883, False, "doorbell", 2**33
+    ).to_string()
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell.phone", "--home", str(tmp_path / "p"), "enroll",
+         change(link)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_expired_link_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    link = proto.Link.new(
+        DeviceSigningKey.generate().public_key, "127.0.0.1", 1, False, "doorbell", 1_000_000
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "doorbell.phone", "--home", str(tmp_path / "p"), "enroll",
+         link.to_string(), "--json"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert json.loads(run.stdout) == {"refused": "the link expired"}
