@@ -1,25 +1,35 @@
-"""``doorbell demo``: the real daemon on embedded defaults, rung once, its clip exported.
+"""``doorbell demo``: the real daemon on embedded defaults, a phone enrolled through the
+network, the doorbell rung once, its clip exported.
 
-No Pi, broker or cloud: the synthetic camera, gpiozero's mock pins and the local
-directory sink. The daemon runs as a child process exactly as systemd would run
-it; the demo talks to it over its control socket like any other tool.
+No Pi, broker or cloud: the synthetic camera, gpiozero's mock pins, the local directory
+sink, and a private Mosquitto on a free loopback port for the enrolment (when Mosquitto
+is installed; without it the phone is enrolled by hand, as `doorbell keys add` does).
+The daemon runs as a child process exactly as systemd would run it; the demo talks to
+it over its control socket like any other tool, and enrols the phone with
+`doorbell-phone enroll`'s own code, typing the owner's "yes" itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from doorbell.daemon.control import SOCKET_NAME, ControlError, send_command
 from doorbell.phone.chain import verify_source
+from doorbell.phone.enrol import EnrolOptions, enrol
 from doorbell.phone.export import export_clips
 from doorbell.phone.home import PhoneHome
 from doorbell.phone.objects import DirectorySource
@@ -35,10 +45,10 @@ class DemoError(Exception):
     """The daemon did not do what the demo waited for."""
 
 
-def demo_config(directory: Path) -> dict[str, Any]:
+def demo_config(directory: Path, broker_port: int | None = None) -> dict[str, Any]:
     """Embedded defaults, with every path inside the demo directory."""
     state = directory / "doorbell"
-    return {
+    config: dict[str, Any] = {
         "state_dir": str(state),
         "runtime_dir": str(state / "run"),
         "device_name": "demo",
@@ -51,6 +61,9 @@ def demo_config(directory: Path) -> dict[str, Any]:
         "gpio": {"pin_factory": "mock"},
         "sinks": {"local": {"directory": str(directory / "bucket")}},
     }
+    if broker_port is not None:
+        config["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": broker_port}
+    return config
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.2) -> None:
@@ -70,22 +83,45 @@ def run_demo(directory: Path, *, out: TextIO = sys.stdout) -> int:
     bucket.mkdir(parents=True, exist_ok=True)
     clips = directory / "clips"
 
-    identity = home.identity() if home.identity_path.exists() else home.init(Suite.MLKEM768_X25519)
-    store = KeyringStore(state)
-    if not any(r.key == identity.public_key() for r in store.load().recipients):
-        with store.editing() as box:
-            box[0] = box[0].add(PHONE_NAME, identity.public_key(), datetime.now(UTC))
     device, _ = load_device_key(state)
-    home.trust(device.public_key, "demo doorbell")
+    store = KeyringStore(state)
+    enrolled = home.identity_path.exists() and any(
+        r.key == home.identity().public_key() for r in store.load().recipients
+    )
     print(f"Doorbell demo in {directory}/", file=out)
     print(f"  device key  {device.public_key.to_string()}", file=out)
-    print(
-        f"  phone       {PHONE_NAME} ({identity.suite.label}): enrolled, trusts the doorbell",
-        file=out,
-    )
+    with _private_broker(state) as broker_port:
+        if broker_port is None and not enrolled:
+            # No Mosquitto here: enrolled by hand, as `doorbell keys add` would.
+            identity = (
+                home.identity() if home.identity_path.exists() else home.init(Suite.MLKEM768_X25519)
+            )
+            with store.editing() as box:
+                box[0] = box[0].add(
+                    PHONE_NAME, identity.public_key(), datetime.now(UTC),
+                    signing=home.signing_key().public_key,
+                )  # fmt: skip
+            home.trust(device.public_key, "demo doorbell")
+            print(
+                f"  phone       {PHONE_NAME}: enrolled by hand (install mosquitto to see "
+                "enrolment over the network)",
+                file=out,
+            )
+        return _run(directory, home, bucket, clips, broker_port, enrolled, out)
 
+
+def _run(
+    directory: Path,
+    home: PhoneHome,
+    bucket: Path,
+    clips: Path,
+    broker_port: int | None,
+    enrolled: bool,
+    out: TextIO,
+) -> int:
+    state = directory / "doorbell"
     config = state / "demo.yaml"
-    config.write_text(json.dumps(demo_config(directory), indent=2) + "\n")
+    config.write_text(json.dumps(demo_config(directory, broker_port), indent=2) + "\n")
     socket_path = state / "run" / SOCKET_NAME
     log_path = state / "daemon.log"
     with open(log_path, "ab") as log:
@@ -96,6 +132,10 @@ def run_demo(directory: Path, *, out: TextIO = sys.stdout) -> int:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
+        if broker_port is not None and not enrolled:
+            _enrol_over_the_network(daemon, socket_path, home, out)
+        elif enrolled:
+            print(f"  phone       {PHONE_NAME}: enrolled in an earlier run", file=out)
         ring_status = _drive(daemon, socket_path, out)
     except (DemoError, ControlError) as exc:
         daemon.kill()
@@ -131,17 +171,103 @@ def run_demo(directory: Path, *, out: TextIO = sys.stdout) -> int:
     return 0 if code == 0 and result.ok and report.clips and not report.skipped else 1
 
 
+def _enrol_over_the_network(
+    daemon: subprocess.Popen[bytes], socket_path: Path, home: PhoneHome, out: TextIO
+) -> None:
+    """What `doorbell enroll` and `doorbell-phone enroll` do, with the owner's yes typed
+    by the demo once both codes agree."""
+    wait_for(
+        lambda: _status(daemon, socket_path).get("mqtt", {}).get("connected", False),
+        60,
+        "the daemon's broker",
+    )
+    opened = send_command(
+        socket_path, "enroll-open", args={"name": PHONE_NAME, "role": "owner", "seconds": 120}
+    )
+    window = opened["window"]
+    print(f"  link        {opened['link']}", file=out)
+    said = io.StringIO()
+    result: list[int] = []
+    phone = threading.Thread(
+        target=lambda: result.append(
+            enrol(home, EnrolOptions(opened["link"], PHONE_NAME, json=True), said)
+        ),
+        daemon=True,
+    )
+    phone.start()
+
+    def state() -> dict[str, Any]:
+        return send_command(socket_path, "enroll-state", args={"window": window})
+
+    wait_for(lambda: state()["state"] != "waiting", 60, "the phone's hello")
+    doorbell_code = state().get("code")
+    wait_for(lambda: '"code"' in said.getvalue(), 30, "the phone's code")
+    phone_code = json.loads(said.getvalue().splitlines()[0])["code"]
+    if doorbell_code != phone_code:
+        send_command(socket_path, "enroll-cancel", args={"window": window})
+        raise DemoError(f"the codes differ: doorbell {doorbell_code}, phone {phone_code}")
+    print(f"  code        {phone_code} on both screens; the demo types yes", file=out)
+    send_command(socket_path, "enroll-confirm", args={"window": window})
+    phone.join(timeout=60)
+    if result != [0]:
+        raise DemoError(f"the phone was not enrolled: {said.getvalue().strip()}")
+    print(
+        f"  phone       {PHONE_NAME} (mlkem768-x25519): enrolled over the broker, "
+        "trusts the doorbell",
+        file=out,
+    )
+
+
+def _status(daemon: subprocess.Popen[bytes], socket_path: Path) -> dict[str, Any]:
+    if daemon.poll() is not None:
+        raise DemoError(f"the daemon exited with code {daemon.returncode}")
+    try:
+        reply = send_command(socket_path, "status")
+    except ControlError:
+        return {}
+    result = reply["status"]
+    assert isinstance(result, dict)
+    return result
+
+
+@contextlib.contextmanager
+def _private_broker(state: Path) -> Iterator[int | None]:
+    """A Mosquitto of the demo's own on a free loopback port, or None without one."""
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = state / "mosquitto.conf"
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+    if os.geteuid() == 0:
+        lines.append("user root")  # else it drops to "mosquitto", who cannot read the state
+    config.write_text("\n".join(lines) + "\n")
+    with open(state / "mosquitto.log", "ab") as log:
+        broker = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log)
+    try:
+        wait_for(lambda: _accepts(port) or broker.poll() is not None, 10, "Mosquitto", 0.05)
+        yield port if broker.poll() is None else None
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _drive(daemon: subprocess.Popen[bytes], socket_path: Path, out: TextIO) -> str:
     def status() -> dict[str, Any]:
-        if daemon.poll() is not None:
-            raise DemoError(f"the daemon exited with code {daemon.returncode}")
-        try:
-            reply = send_command(socket_path, "status")
-        except ControlError:
-            return {}
-        result = reply["status"]
-        assert isinstance(result, dict)
-        return result
+        return _status(daemon, socket_path)
 
     wait_for(lambda: bool(status().get("ready")), 60, "the camera's first frames")
     print(

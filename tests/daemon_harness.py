@@ -99,10 +99,15 @@ class DaemonRig:
         self.config.write_text(json.dumps(config, indent=2))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None, *, entry: list[str] | None = None) -> None:
+        """Start the daemon; ``entry`` runs it through a test harness instead (which is
+        handed the configuration's path)."""
+        argv = ["-m", "doorbell", "run", "-c", str(self.config)]
+        if entry is not None:
+            argv = [*entry[:1], str(self.config), *entry[1:]]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "doorbell", "run", "-c", str(self.config)],
+                [sys.executable, *argv],
                 stdout=log,
                 stderr=log,
                 # Any temp file the daemon made would land here, where the tests look.

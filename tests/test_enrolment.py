@@ -306,3 +306,79 @@ def test_an_expired_link_is_refused_before_anything_is_sent(tmp_path: Path) -> N
     )  # fmt: skip
     assert run.returncode == 1
     assert json.loads(run.stdout) == {"refused": "the link expired"}
+
+
+def test_a_press_of_the_doorbell_button_confirms(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """``--confirm button``: the real daemon's button (gpiozero's MockFactory in its own
+    process) confirms the code, and that press rings nobody."""
+    mqtt = {"enabled": True, "host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
+    rig = DaemonRig(tmp_path / "doorbell", suite=Suite.MLKEM768_X25519, extra={"mqtt": mqtt})
+    presses = tmp_path / "presses"
+    os.mkfifo(presses)
+    harness = str(Path(__file__).with_name("button_daemon.py"))
+    rig.start(entry=[harness, str(presses)])
+    hand = None
+    try:
+        rig.wait_ready()
+        wait_for(lambda: rig.status()["mqtt"]["connected"], 20, "the daemon's MQTT link")
+        hand = open(presses, "w")  # noqa: SIM115
+        owner, said = _enroll(rig, "--confirm", "button", "--name", "bob")
+        link = said.wait_for("link")["link"]
+        phone, shown = _phone(tmp_path / "bob", link)
+        assert shown.wait_for("code")["code"] == said.wait_for("code")["code"]
+        events = rig.status()["events"]
+        hand.write("press\n")
+        hand.flush()
+        assert said.wait_for("enrolled")["enrolled"] == "bob"
+        assert shown.wait_for("enrolled")["enrolled"] == "bob"
+        assert _finish(owner) == 0 and _finish(phone) == 0
+        assert rig.status()["events"] == events  # the press rang nobody, recorded nothing
+        assert rig.status()["clip"] is None
+        # The next press is a ring again.
+        hand.write("press\n")
+        hand.flush()
+        wait_for(lambda: rig.status()["events"] == events + 1, 10, "the next press to ring")
+    finally:
+        if hand is not None:
+            hand.close()
+        rig.kill()
+
+
+def test_the_first_phone_joins_a_doorbell_that_records_nothing_yet(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A doorbell with no phone seals nothing, not even its stream's init segment; the
+    first phone, enrolled over the network, becomes the owner and its first clip plays."""
+    from doorbell.phone.chain import verify_source
+    from doorbell.phone.export import export_clips
+    from doorbell.phone.objects import DirectorySource
+
+    mqtt = {"enabled": True, "host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
+    rig = DaemonRig(tmp_path / "doorbell", enrol=False, extra={"mqtt": mqtt})
+    rig.start()
+    try:
+        rig.wait_ready()
+        wait_for(lambda: rig.status()["mqtt"]["connected"], 20, "the daemon's MQTT link")
+        assert not list(rig.bucket.glob("*.sealed"))
+        owner, said = _enroll(rig)
+        phone, shown = _phone(tmp_path / "first", said.wait_for("link")["link"], "--name", "me")
+        shown.wait_for("code")
+        assert owner.stdin is not None
+        owner.stdin.write("yes\n")
+        owner.stdin.flush()
+        assert shown.wait_for("enrolled") == {
+            "enrolled": "me",
+            "role": "owner",
+            "device": shown.wait_for("enrolled")["device"],
+        }
+        assert _finish(owner) == 0 and _finish(phone) == 0
+        _ring_and_wait(rig)
+        assert rig.stop() == 0
+    finally:
+        rig.kill()
+    home = PhoneHome(tmp_path / "first")
+    source = DirectorySource(rig.bucket)
+    result = verify_source(source, home.reader())
+    assert result.ok, [f.message for f in result.problems]
+    report = export_clips(source, home.reader(), result, tmp_path / "clips")
+    assert len(report.clips) == 1 and not report.skipped, report.skipped

@@ -151,6 +151,9 @@ class Doorbell:
         self._uploaders: list[Uploader] = []
         self._mqtt: MqttLink | None = None
         self._enrolments: Enrolments | None = None
+        # The current stream's init segment, while no phone could open it: sealed before
+        # anything else of the stream once a phone is enrolled.
+        self._unsealed_init: Delivery | None = None
         self.source_warning: str | None = None
         self.pin_factory_warning: str | None = None
 
@@ -596,12 +599,21 @@ class Doorbell:
         added to ``_unannounced``; the caller announces them.
         """
         assert self._sealer is not None
+        if self._unsealed_init is not None and delivery.kind is not Kind.INIT:
+            # The stream began while no phone was enrolled: its init segment goes first.
+            init, self._unsealed_init = self._unsealed_init, None
+            if not self._seal(init):
+                return False
         put = self._putter(delivery.kind, ObjectClass(delivery.retention.value))
         try:
             sealed = self._sealer.seal(delivery.kind, delivery.meta, delivery.body, deliver=put)
         except NoRecipients:
+            if delivery.kind is Kind.INIT:
+                self._unsealed_init = delivery
             self._nobody_enrolled()
             return False
+        if delivery.kind is Kind.INIT:
+            self._unsealed_init = None
         self._sealed(sealed)
         return True
 
@@ -621,6 +633,10 @@ class Doorbell:
             log.error("could not spool the changed keyring: %s", exc)
             return []
         self._sealed(sealed)
+        if self._unsealed_init is not None:
+            # The first phone just joined: the stream's init segment, so its clips play.
+            init, self._unsealed_init = self._unsealed_init, None
+            self._seal(init)
         return sealed
 
     def _putter(
@@ -771,6 +787,7 @@ class Doorbell:
             "quarantined": 0 if spool is None else spool["quarantined"]["objects"],
             "sinks": {u.sink.name: dataclasses.asdict(u.status()) for u in self._uploaders},
             "mqtt": None if self._mqtt is None else self._mqtt.status(),
+            "enrolment_windows": 0 if self._enrolments is None else self._enrolments.open_windows,
         }
 
 
