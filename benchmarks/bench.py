@@ -58,12 +58,15 @@ import cryptography
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from mqtt_fixture import MOSQUITTO
 
 from benchmarks.daemon import FPS, HEIGHT, WIDTH, measure_daemon
 from benchmarks.daemon import TARGETS as DAEMON_TARGETS
 from benchmarks.delivery import FLOORS as DELIVERY_FLOORS
 from benchmarks.delivery import TARGETS as DELIVERY_TARGETS
 from benchmarks.delivery import DeliveryPlan, measure_delivery
+from benchmarks.enrolment import TARGETS as ENROLMENT_TARGETS
+from benchmarks.enrolment import measure_enrolment
 from benchmarks.phone import FLOORS as PHONE_FLOORS
 from benchmarks.phone import TARGETS as PHONE_TARGETS
 from benchmarks.phone import PhonePlan, measure_phone
@@ -87,6 +90,7 @@ TARGETS = {
     **DAEMON_TARGETS,
     **DELIVERY_TARGETS,
     **PHONE_TARGETS,
+    **ENROLMENT_TARGETS,
 }
 FLOORS = DELIVERY_FLOORS | PHONE_FLOORS  # targets to reach; the others not to exceed
 # What the sealer feeds the primitives (docs/FORMAT.md): AES-GCM's associated data is
@@ -110,6 +114,7 @@ class Plan:
     daemon_seconds: float  # how long the daemon runs on 720p30 video
     delivery: DeliveryPlan  # presses, rings and the backlog of the delivery figures
     phone: PhonePlan  # the objects in the phone's small and large folder
+    enrolments: int = 3  # phones enrolled over the network, one after another
 
 
 FULL = Plan(
@@ -131,6 +136,7 @@ QUICK = Plan(
     daemon_seconds=4,
     delivery=DeliveryPlan(presses=5, bucket_rings=1, backlog_bytes=16 * MIB),
     phone=PhonePlan(small=20, large=200, runs=1),
+    enrolments=1,
 )
 
 
@@ -508,6 +514,7 @@ def run(plan: Plan) -> dict[str, Any]:
         daemon = measure_daemon(plan.daemon_seconds, workdir)
         delivery = measure_delivery(plan.delivery, workdir)
         phone = measure_phone(plan.phone, workdir)
+        enrolment = measure_enrolment(workdir, plan.enrolments) if MOSQUITTO.exists() else None
     floor_ms = (
         prims["aes_gcm_ms"]
         + prims["sha256_ms"]
@@ -569,6 +576,10 @@ def run(plan: Plan) -> dict[str, Any]:
         "delivery": delivery.details(),
         **phone.headline(),
         "phone": phone.details(),
+        "enroll_to_first_object_s": None
+        if enrolment is None
+        else enrolment.headline()["enroll_to_first_object_s"],
+        "enrolment": None if enrolment is None else enrolment.details(),
         "targets": dict(TARGETS),
         "meets_targets": {
             "seal_overhead": overhead <= TARGETS["seal_overhead"],
@@ -580,6 +591,9 @@ def run(plan: Plan) -> dict[str, Any]:
             "daemon_rss_mb": daemon.rss_mb <= TARGETS["daemon_rss_mb"],
             **delivery.meets_targets(),
             **phone.meets_targets(),
+            "enroll_to_first_object_s": None
+            if enrolment is None
+            else enrolment.meets_targets()["enroll_to_first_object_s"],
         },
     }
 
@@ -694,6 +708,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         *phone_lines(report["phone"]),
         "",
+        *enrolment_lines(report["enrolment"]),
+        "",
         verdict("seal_overhead"),
         verdict("seal_vs_age_cpu"),
         verdict("seal_vs_age_minisign_cpu"),
@@ -704,8 +720,28 @@ def render(report: dict[str, Any]) -> str:
         verdict("drain_vs_raw_put"),
         verdict("phone_verify_rss_ratio"),
         verdict("phone_verify_vs_open"),
+        verdict("enroll_to_first_object_s", 2),
     ]
     return "\n".join(lines)
+
+
+def enrolment_lines(enrolment: dict[str, Any] | None) -> list[str]:
+    """Enrolment over the network: from the phone's command to its first object."""
+    if enrolment is None:
+        return ["Enrolment: not measured (no mosquitto: apt-get install mosquitto)"]
+    lines = [
+        f"Enrolment over Mosquitto on loopback, {enrolment['runs']} phone(s) one after another,",
+        "  seconds from `doorbell-phone enroll` starting (a new process); yes typed at once",
+        f"  {'':<42}{'median':>8}  {'max':>8}",
+    ]
+    for label, key in (
+        ("the phone showed the code", "code_s"),
+        ("the first object sealed to it was in the bucket", "first_object_s"),
+        ("the phone said it is enrolled", "enrolled_s"),
+    ):
+        figures = enrolment[key]
+        lines.append(f"  {label:<42}{figures['median']:8.2f}  {figures['max']:8.2f}")
+    return lines
 
 
 def phone_lines(phone: dict[str, Any]) -> list[str]:

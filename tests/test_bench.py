@@ -95,6 +95,8 @@ def test_top_level_keys(report: dict[str, Any]) -> None:
         "phone_verify_rss_ratio",
         "phone_verify_vs_open",
         "phone",
+        "enroll_to_first_object_s",
+        "enrolment",
         "targets",
         "meets_targets",
     }
@@ -161,6 +163,7 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
         "drain_vs_raw_put": 0.9,
         "phone_verify_rss_ratio": 1.2,
         "phone_verify_vs_open": 0.8,
+        "enroll_to_first_object_s": 2.0,
     }
     assert isinstance(report["meets_targets"]["seal_overhead"], bool)
     if shutil.which("age") and shutil.which("age-keygen"):
@@ -241,3 +244,19 @@ def test_phone(report: dict[str, Any]) -> None:
     assert math.isclose(report["phone_verify_vs_open"], ratio, rel_tol=2e-3)
     for key in ("phone_verify_rss_ratio", "phone_verify_vs_open"):
         assert isinstance(report["meets_targets"][key], bool), key
+
+
+def test_enrolment(report: dict[str, Any]) -> None:
+    """One phone enrolled over the network (the quick plan): its times add up in order."""
+    enrolment = report["enrolment"]
+    assert enrolment["runs"] == 1
+    code, first = enrolment["code_s"]["max"], enrolment["first_object_s"]["max"]
+    assert 0 < code < first < 60
+    assert 0 < enrolment["enrolled_s"]["max"] < 60
+    assert report["enroll_to_first_object_s"] == first
+    assert isinstance(report["meets_targets"]["enroll_to_first_object_s"], bool)
+    from benchmarks.bench import render
+
+    table = render(report)
+    assert "the first object sealed to it was in the bucket" in table
+    assert "enroll_to_first_object_s" in table
