@@ -8,100 +8,28 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from daemon_harness import DaemonRig, wait_for
 
 from doorbell.phone.home import PhoneHome
-from doorbell.sealing import DeviceSigningKey, KeyringStore, Kind, Role, Suite
+from doorbell.sealing import DeviceSigningKey, KeyringStore, Kind, Role, Suite, recovery
 from doorbell.sealing import enrolment as proto
 from doorbell.sealing import format as fmt
 
-pytest.register_assert_rewrite("mqtt_fixture")
+pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness")
+from enrol_harness import broker_rig, enroll, finish, new_phone, started  # noqa: E402
 from mqtt_fixture import Listener, Mosquitto  # noqa: E402
 
 pytest_plugins = ["mqtt_fixture"]
 
 
-class Lines:
-    """A child's stdout, one JSON object per line, read as it comes."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._lines: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            with self._changed:
-                self._lines.append(json.loads(line) if line.startswith("{") else {"text": line})
-                self._changed.notify_all()
-        with self._changed:
-            self._lines.append({"eof": True})
-            self._changed.notify_all()
-
-    def wait_for(self, key: str, timeout: float = 30) -> dict[str, Any]:
-        def there() -> bool:
-            return any(key in line or "eof" in line for line in self._lines)
-
-        with self._changed:
-            if not self._changed.wait_for(there, timeout):
-                raise AssertionError(f"no {key!r} within {timeout} s; got {self._lines}")
-            found = next(line for line in self._lines if key in line or "eof" in line)
-        assert key in found, f"ended without {key!r}: {self._lines}"
-        return found
-
-    @property
-    def lines(self) -> list[dict[str, Any]]:
-        with self._changed:
-            return list(self._lines)
-
-
 @pytest.fixture
 def doorbell(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[DaemonRig]:
-    mqtt = {"enabled": True, "host": mosquitto.host, "port": mosquitto.port, "keepalive": 5}
-    rig = DaemonRig(tmp_path / "doorbell", suite=Suite.MLKEM768_X25519, extra={"mqtt": mqtt})
-    rig.start()
-    try:
-        rig.wait_ready()
-        wait_for(lambda: rig.status()["mqtt"]["connected"], 20, "the daemon's MQTT link")
-        yield rig
-    finally:
-        rig.kill()
-
-
-def _enroll(rig: DaemonRig, *options: str) -> tuple[subprocess.Popen[str], Lines]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "doorbell", "enroll", "-c", str(rig.config), "--json", *options],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    return process, Lines(process.stdout)
-
-
-def _phone(home: Path, link: str, *options: str) -> tuple[subprocess.Popen[str], Lines]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "doorbell.phone", "--home", str(home), "enroll", link, "--json",
-         *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    return process, Lines(process.stdout)
-
-
-def _finish(process: subprocess.Popen[str]) -> int:
-    code = process.wait(timeout=30)
-    return code
+    yield from started(broker_rig(tmp_path / "doorbell", mosquitto))
 
 
 def _ring_and_wait(rig: DaemonRig) -> None:
@@ -118,12 +46,12 @@ def _ring_and_wait(rig: DaemonRig) -> None:
 def test_a_phone_joins_with_the_link_and_reads_the_next_ring(
     doorbell: DaemonRig, tmp_path: Path
 ) -> None:
-    owner, said = _enroll(doorbell, "--name", "alice-phone")
+    owner, said = enroll(doorbell, "--name", "alice-phone")
     link = said.wait_for("link")["link"]
     assert link.startswith("doorbell:enroll?v=1&")
     assert len(link) < 300
     home = tmp_path / "alice"
-    phone, shown = _phone(home, link, "--name", "whatever-the-phone-says")
+    phone, shown = new_phone(home, link, "--name", "whatever-the-phone-says")
     phone_code = shown.wait_for("code")["code"]
     doorbell_code = said.wait_for("code")
     assert doorbell_code["code"] == phone_code
@@ -133,7 +61,8 @@ def test_a_phone_joins_with_the_link_and_reads_the_next_ring(
     owner.stdin.flush()
     assert said.wait_for("enrolled")["enrolled"] == "alice-phone"
     assert shown.wait_for("enrolled")["enrolled"] == "alice-phone"
-    assert _finish(owner) == 0 and _finish(phone) == 0
+    assert not any("words" in line for line in shown.lines)  # a member makes no recovery key
+    assert finish(owner) == 0 and finish(phone) == 0
 
     keyring = KeyringStore(doorbell.state).load()
     [alice] = [r for r in keyring.recipients if r.name == "alice-phone"]
@@ -146,6 +75,16 @@ def test_a_phone_joins_with_the_link_and_reads_the_next_ring(
               if reader.can_open(_envelope(p))]  # fmt: skip
     assert any(o.kind is Kind.EVENT and o.meta.get("type") == "ring" for o in opened)
     assert any(o.kind is Kind.SEGMENT for o in opened)
+    # The stream began before the phone joined: its init segment was sealed again for it,
+    # so the clip plays.
+    from doorbell.phone.chain import verify_source
+    from doorbell.phone.export import export_clips
+    from doorbell.phone.objects import DirectorySource
+
+    source = DirectorySource(doorbell.bucket)
+    result = verify_source(source, reader)
+    report = export_clips(source, reader, result, tmp_path / "clips")
+    assert len(report.clips) == 1 and not report.skipped, report.skipped
     # The secret never reached the log.
     secret = proto.Link.parse(link).secret
     assert proto._b32(secret) not in doorbell.log_text()
@@ -159,22 +98,22 @@ def test_a_classical_phone_beside_hybrid_ones_is_refused_before_any_code(
     doorbell: DaemonRig, tmp_path: Path
 ) -> None:
     before = (doorbell.state / "keyring.json").read_bytes()
-    owner, said = _enroll(doorbell)
+    owner, said = enroll(doorbell)
     link = said.wait_for("link")["link"]
     PhoneHome(tmp_path / "old").init(Suite.X25519)
-    phone, shown = _phone(tmp_path / "old", link, "--name", "old-tablet")
+    phone, shown = new_phone(tmp_path / "old", link, "--name", "old-tablet")
     reason = shown.wait_for("refused")["refused"]
     assert reason.startswith("'old-tablet' uses x25519, which a quantum computer can break")
     assert said.wait_for("refused")["refused"] == reason
-    assert "code" not in str(shown.lines) and _finish(owner) == 1 and _finish(phone) == 1
+    assert "code" not in str(shown.lines) and finish(owner) == 1 and finish(phone) == 1
     assert (doorbell.state / "keyring.json").read_bytes() == before
 
 
 def test_refusing_the_code_enrols_nobody(doorbell: DaemonRig, tmp_path: Path) -> None:
     before = (doorbell.state / "keyring.json").read_bytes()
-    owner, said = _enroll(doorbell)
+    owner, said = enroll(doorbell)
     link = said.wait_for("link")["link"]
-    phone, shown = _phone(tmp_path / "eve", link, "--name", "eve")
+    phone, shown = new_phone(tmp_path / "eve", link, "--name", "eve")
     shown.wait_for("code")
     said.wait_for("code")
     assert owner.stdin is not None
@@ -182,41 +121,41 @@ def test_refusing_the_code_enrols_nobody(doorbell: DaemonRig, tmp_path: Path) ->
     owner.stdin.flush()
     assert said.wait_for("refused")["refused"] == "cancelled at the doorbell"
     assert shown.wait_for("refused")["refused"] == "cancelled at the doorbell"
-    assert _finish(owner) == 1 and _finish(phone) == 1
+    assert finish(owner) == 1 and finish(phone) == 1
     assert (doorbell.state / "keyring.json").read_bytes() == before
     assert not (tmp_path / "eve" / "trusted.json").exists()
 
 
 def test_a_second_phone_with_the_same_link_is_refused(doorbell: DaemonRig, tmp_path: Path) -> None:
-    owner, said = _enroll(doorbell)
+    owner, said = enroll(doorbell)
     link = said.wait_for("link")["link"]
-    first, first_said = _phone(tmp_path / "first", link, "--name", "first")
+    first, first_said = new_phone(tmp_path / "first", link, "--name", "first")
     first_said.wait_for("code")
-    second, second_said = _phone(tmp_path / "second", link, "--name", "second")
+    second, second_said = new_phone(tmp_path / "second", link, "--name", "second")
     assert second_said.wait_for("refused")["refused"] == "this link was used already"
-    assert _finish(second) == 1
+    assert finish(second) == 1
     assert owner.stdin is not None
     owner.stdin.write("yes\n")
     owner.stdin.flush()
     assert first_said.wait_for("enrolled")["enrolled"] == "first"
-    assert _finish(owner) == 0 and _finish(first) == 0
+    assert finish(owner) == 0 and finish(first) == 0
     names = [r.name for r in KeyringStore(doorbell.state).load().recipients]
     assert names == ["test-phone", "first"]
 
 
 def test_a_used_link_does_not_work_again(doorbell: DaemonRig, tmp_path: Path) -> None:
-    owner, said = _enroll(doorbell)
+    owner, said = enroll(doorbell)
     link = said.wait_for("link")["link"]
-    phone, shown = _phone(tmp_path / "a", link, "--name", "a")
+    phone, shown = new_phone(tmp_path / "a", link, "--name", "a")
     shown.wait_for("code")
     assert owner.stdin is not None
     owner.stdin.write("yes\n")
     owner.stdin.flush()
-    assert _finish(owner) == 0 and _finish(phone) == 0
+    assert finish(owner) == 0 and finish(phone) == 0
     epoch = KeyringStore(doorbell.state).load().epoch
     # The window closed with the enrolment: a new phone with the same link hears nothing
     # and gives up when the link expires (shortened here by the test's own window).
-    later, _ = _phone(tmp_path / "b", link, "--name", "b")
+    later, _ = new_phone(tmp_path / "b", link, "--name", "b")
     wait_for(lambda: "a message for no open window" in doorbell.log_text(), 10, "the hello")
     later.kill()
     later.wait()
@@ -230,7 +169,7 @@ def test_wrong_secret_bad_and_flooding_messages_change_nothing(
     through the real broker to the window's topic: each is refused, nothing is enrolled,
     and after five failures the window closes for good."""
     before = (doorbell.state / "keyring.json").read_bytes()
-    owner, said = _enroll(doorbell)
+    owner, said = enroll(doorbell)
     link = proto.Link.parse(said.wait_for("link")["link"])
     up = link.topic(proto.PHONE_LEAF)
     intruder = Listener(mosquitto, link.topic(proto.DOORBELL_LEAF))
@@ -256,7 +195,7 @@ def test_wrong_secret_bad_and_flooding_messages_change_nothing(
         for _ in range(2):
             intruder.publish(up, proto.seal_message(wrong_key.phone_to_doorbell, up, {"type": "x"}))
         assert said.wait_for("refused")["refused"].startswith("too many failed attempts")
-        assert _finish(owner) == 1
+        assert finish(owner) == 1
         # Closed for good: even the real secret gets nowhere now.
         intruder.publish(
             up, proto.seal_message(link.keys.phone_to_doorbell, up, hello.to_message())
@@ -322,16 +261,16 @@ def test_a_press_of_the_doorbell_button_confirms(tmp_path: Path, mosquitto: Mosq
         rig.wait_ready()
         wait_for(lambda: rig.status()["mqtt"]["connected"], 20, "the daemon's MQTT link")
         hand = open(presses, "w")  # noqa: SIM115
-        owner, said = _enroll(rig, "--confirm", "button", "--name", "bob")
+        owner, said = enroll(rig, "--confirm", "button", "--name", "bob")
         link = said.wait_for("link")["link"]
-        phone, shown = _phone(tmp_path / "bob", link)
+        phone, shown = new_phone(tmp_path / "bob", link)
         assert shown.wait_for("code")["code"] == said.wait_for("code")["code"]
         events = rig.status()["events"]
         hand.write("press\n")
         hand.flush()
         assert said.wait_for("enrolled")["enrolled"] == "bob"
         assert shown.wait_for("enrolled")["enrolled"] == "bob"
-        assert _finish(owner) == 0 and _finish(phone) == 0
+        assert finish(owner) == 0 and finish(phone) == 0
         assert rig.status()["events"] == events  # the press rang nobody, recorded nothing
         assert rig.status()["clip"] is None
         # The next press is a ring again.
@@ -360,8 +299,8 @@ def test_the_first_phone_joins_a_doorbell_that_records_nothing_yet(
         rig.wait_ready()
         wait_for(lambda: rig.status()["mqtt"]["connected"], 20, "the daemon's MQTT link")
         assert not list(rig.bucket.glob("*.sealed"))
-        owner, said = _enroll(rig)
-        phone, shown = _phone(tmp_path / "first", said.wait_for("link")["link"], "--name", "me")
+        owner, said = enroll(rig)
+        phone, shown = new_phone(tmp_path / "first", said.wait_for("link")["link"], "--name", "me")
         shown.wait_for("code")
         assert owner.stdin is not None
         owner.stdin.write("yes\n")
@@ -371,7 +310,18 @@ def test_the_first_phone_joins_a_doorbell_that_records_nothing_yet(
             "role": "owner",
             "device": shown.wait_for("enrolled")["device"],
         }
-        assert _finish(owner) == 0 and _finish(phone) == 0
+        assert finish(owner) == 0 and finish(phone) == 0
+        # The first owner's phone made the recovery key: its words shown once, before
+        # the end, and the key enrolled as the doorbell's recovery key.
+        words = shown.wait_for("words")
+        assert [list(line) for line in shown.lines].index(["words", "device"]) < len(
+            shown.lines
+        ) - 2
+        paper = recovery.RecoveryKey.from_words(" ".join(words["words"]))
+        [listed] = [r for r in KeyringStore(rig.state).load().recipients if r.role is Role.RECOVERY]
+        assert (listed.key, listed.signing) == (paper.identity.key, paper.identity.signing)
+        for path in (tmp_path / "first").iterdir():
+            assert words["words"][0] + " " + words["words"][1] not in path.read_text()
         _ring_and_wait(rig)
         assert rig.stop() == 0
     finally:

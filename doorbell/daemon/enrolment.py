@@ -35,6 +35,7 @@ CONFIRM_SECONDS = 300.0  # the longest a code waits for "yes" at the terminal
 MAX_FAILURES = 5  # messages that are not this window's before it closes
 MAX_WINDOWS = 4  # open at once
 KEEP_CLOSED_SECONDS = 600.0  # a closed window's outcome stays readable this long
+RECOVERY_NAME = "recovery"  # the recovery key's name in the keyring
 
 # Window states, as ``doorbell enroll`` reads them.
 WAITING, CONFIRMING, ENROLLED, REFUSED_STATE = "waiting", "confirming", "enrolled", "refused"
@@ -143,8 +144,8 @@ class Enrolments:
         if name is not None and not isinstance(name, str):
             raise SealingError("the name must be text")
         confirm = args.get("confirm", "terminal")
-        if confirm not in ("terminal", "button"):
-            raise SealingError("confirm by 'terminal' or 'button'")
+        if confirm not in ("terminal", "button", "phone"):
+            raise SealingError("confirm by 'terminal', 'button' or 'phone'")
         host = args.get("host") or self._broker.host
         port = args.get("port") or self._broker.port
         if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
@@ -176,11 +177,19 @@ class Enrolments:
         self.tick()
         return self._window(window_id).view()
 
-    def confirm(self, window_id: Any) -> dict[str, Any]:
+    def confirm(
+        self, window_id: Any, *, by_phone: bool = False, code: Any = None
+    ) -> dict[str, Any]:
+        """The owner's yes: at the terminal, or ``by_phone`` from the inviting owner's
+        phone, which must name the code it showed."""
         self.tick()
         window = self._window(window_id)
         if window.state != CONFIRMING:
             raise SealingError(f"window {window.window_id} has nothing to confirm ({window.state})")
+        if by_phone and window.confirm_by != "phone":
+            raise SealingError("this enrolment is confirmed at the doorbell, not from a phone")
+        if window.confirm_by == "phone" and code != window.code:
+            raise SealingError("the code does not match the one the doorbell computed")
         self._enrol(window)
         return window.view()
 
@@ -329,6 +338,11 @@ class Enrolments:
         name = window.name or hello.name
         now = datetime.fromtimestamp(self._wall(), UTC)
         expires = None if window.guest_for is None else now + window.guest_for
+        with_recovery = (
+            hello.recovery is not None
+            and window.role is Role.OWNER
+            and not any(r.role is Role.RECOVERY for r in self._store.load().recipients)
+        )
         try:
             self._store.add(
                 name,
@@ -342,11 +356,29 @@ class Enrolments:
         except SealingError as exc:
             self._refuse(window, str(exc))
             return
+        if with_recovery:
+            assert hello.recovery is not None
+            try:
+                self._store.add(
+                    RECOVERY_NAME,
+                    hello.recovery.key,
+                    now,
+                    role=Role.RECOVERY,
+                    signing=hello.recovery.signing,
+                )
+            except SealingError as exc:
+                # The phone is enrolled all the same; it can make one later.
+                log.warning(
+                    "enrolment window %s: recovery key not added: %s", window.window_id, exc
+                )
+                with_recovery = False
         sealed = self._publish_keyring()
         keyrings = [s for s in sealed if s.kind is Kind.KEYRING]
         window.state, window.outcome, window.ended = ENROLLED, name, self._clock()
         log.info("enrolment window %s: enrolled %r as %s", window.window_id, name, window.role)
         reply: dict[str, Any] = {"type": proto.WELCOME, "name": name, "role": window.role.value}
+        if with_recovery:
+            reply["recovery"] = True
         if keyrings:
             reply["keyring"] = proto.b64(bytes(keyrings[-1].data))
         self._send(window, reply)

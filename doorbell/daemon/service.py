@@ -25,13 +25,22 @@ from typing import TYPE_CHECKING, Any
 from doorbell.capture import InitSegment, MediaSegment, Segmenter, open_source
 from doorbell.capture.source import AccessUnit, VideoSource
 from doorbell.config import Settings
+from doorbell.daemon.commands import PhoneCommands
 from doorbell.daemon.control import SOCKET_NAME, ControlServer, Mailbox
 from doorbell.daemon.enrolment import Broker, Enrolments
 from doorbell.daemon.notify import SystemdNotifier
 from doorbell.events.recorder import RecorderRules
 from doorbell.events.routing import ClipRouter, Delivery, Retention
 from doorbell.events.sensors import Sensors, make_pin_factory
-from doorbell.sealing import KeyringStore, Kind, NoRecipients, SealedObject, Sealer, SealingError
+from doorbell.sealing import (
+    KeyringStore,
+    Kind,
+    NoRecipients,
+    SealedObject,
+    Sealer,
+    SealingError,
+    load_device_key,
+)
 
 if TYPE_CHECKING:
     from doorbell.transport.mqtt import MqttLink
@@ -151,9 +160,11 @@ class Doorbell:
         self._uploaders: list[Uploader] = []
         self._mqtt: MqttLink | None = None
         self._enrolments: Enrolments | None = None
-        # The current stream's init segment, while no phone could open it: sealed before
-        # anything else of the stream once a phone is enrolled.
-        self._unsealed_init: Delivery | None = None
+        self._commands: PhoneCommands | None = None
+        # The current stream's init segment, and the phones (raw keys) it was sealed to:
+        # sealed again before anything else of the stream once the keyring gains a phone.
+        self._stream_init: Delivery | None = None
+        self._init_readers: frozenset[bytes] = frozenset()
         self.source_warning: str | None = None
         self.pin_factory_warning: str | None = None
 
@@ -195,6 +206,15 @@ class Doorbell:
             self._mqtt.publish if self._mqtt is not None else _nowhere,
             self._publish_keyring,
         )
+        if self._mqtt is not None:
+            self._commands = PhoneCommands(
+                load_device_key(settings.state_dir)[0],
+                KeyringStore(settings.state_dir),
+                self._enrolments,
+                self._mqtt.publish,
+                self._publish_keyring,
+                self._mqtt.topics.answer,
+            )
         self._install_signals()
         gpio = settings.gpio
         factory, self.pin_factory_warning = make_pin_factory(gpio.pin_factory)
@@ -258,6 +278,7 @@ class Doorbell:
             self._mqtt.on_enrolment = lambda window, payload: self._inbox.put(
                 ("enrolment", window, payload)
             )
+            self._mqtt.on_command = lambda payload: self._inbox.put(("phone-command", payload))
             self._mqtt.start()
             self._sinks.append(self._mqtt)
         wanted = {sink.name: sink for sink in self._sinks}
@@ -373,6 +394,9 @@ class Doorbell:
         elif kind == "enrolment":
             if self._enrolments is not None:
                 self._enrolments.message(item[1], item[2])
+        elif kind == "phone-command":
+            if self._commands is not None:
+                self._commands.message(item[1])
         elif kind == "spool-checked":
             # Damaged spooled objects the chain holds are announced like evictions.
             assert self._spool is not None
@@ -599,23 +623,34 @@ class Doorbell:
         added to ``_unannounced``; the caller announces them.
         """
         assert self._sealer is not None
-        if self._unsealed_init is not None and delivery.kind is not Kind.INIT:
-            # The stream began while no phone was enrolled: its init segment goes first.
-            init, self._unsealed_init = self._unsealed_init, None
-            if not self._seal(init):
-                return False
+        if delivery.kind is Kind.INIT:
+            self._stream_init, self._init_readers = delivery, frozenset()
+        elif not self._init_for_newcomers():
+            return False
         put = self._putter(delivery.kind, ObjectClass(delivery.retention.value))
         try:
             sealed = self._sealer.seal(delivery.kind, delivery.meta, delivery.body, deliver=put)
         except NoRecipients:
-            if delivery.kind is Kind.INIT:
-                self._unsealed_init = delivery
             self._nobody_enrolled()
             return False
-        if delivery.kind is Kind.INIT:
-            self._unsealed_init = None
+        if delivery.kind is Kind.INIT and sealed and sealed[-1].kind is Kind.INIT:
+            self._init_readers = frozenset(r.key.raw for r in self._sealer.keyring.recipients)
         self._sealed(sealed)
         return True
+
+    def _init_for_newcomers(self) -> bool:
+        """Seal the stream's init segment again when the keyring gained a phone since it
+        was last sealed (or no phone could open it then): without it, a phone enrolled
+        while the stream runs could open its media segments and never play them."""
+        assert self._sealer is not None
+        init = self._stream_init
+        if init is None:
+            return True
+        self._sealer.reload_keyring()
+        readers = frozenset(r.key.raw for r in self._sealer.keyring.recipients)
+        if readers <= self._init_readers:
+            return True
+        return self._seal(init)
 
     def _publish_keyring(self) -> list[SealedObject]:
         """Seal the changed keyring now, not with the next event: a guest's time is up,
@@ -633,10 +668,7 @@ class Doorbell:
             log.error("could not spool the changed keyring: %s", exc)
             return []
         self._sealed(sealed)
-        if self._unsealed_init is not None:
-            # The first phone just joined: the stream's init segment, so its clips play.
-            init, self._unsealed_init = self._unsealed_init, None
-            self._seal(init)
+        self._init_for_newcomers()  # a phone just joined: its clips must play
         return sealed
 
     def _putter(

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from doorbell.common.durations import parse_duration
 from doorbell.phone.chain import verify_source
 from doorbell.phone.enrol import EnrolError, EnrolOptions, enrol
 from doorbell.phone.export import verify_and_export
-from doorbell.phone.home import PhoneHome, default_home
+from doorbell.phone.home import Broker, PhoneHome, default_home
+from doorbell.phone.manage import (
+    Access,
+    ManageError,
+    Screen,
+    create_recovery,
+    invite,
+    recover,
+    revoke,
+)
 from doorbell.phone.objects import NOT_AN_OBJECT_NAME, DirectorySource
 from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3SourceError
 from doorbell.phone.sync import SyncError, open_source, sync
@@ -146,7 +157,100 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--ca-file", type=Path, metavar="FILE", help="CA for TLS; implies TLS")
     enroll.add_argument("--json", action="store_true", help="one JSON object per line")
     enroll.set_defaults(run=_enroll)
+
+    access = argparse.ArgumentParser(add_help=False)
+    access.add_argument("--username", help="the broker's user name, when it needs one")
+    access.add_argument("--password-file", type=Path, metavar="FILE")
+    access.add_argument("--ca-file", type=Path, metavar="FILE", help="CA for TLS; implies TLS")
+    access.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    invite = commands.add_parser(
+        "invite",
+        parents=[access],
+        help="(owner) let another phone join: prints its one-time link, then its code",
+    )
+    invite.add_argument("--name", help="the new phone's name (default: the name it gives)")
+    invite.add_argument("--role", choices=["member", "guest", "owner"], default="member")
+    invite.add_argument("--expires", metavar="DURATION", help="a guest's time, such as 2d")
+    invite.add_argument("--window", metavar="DURATION", default="10m", help="link lifetime")
+    invite.set_defaults(run=_invite)
+
+    revoke = commands.add_parser(
+        "revoke", parents=[access], help="(owner) stop sealing to a phone from now on"
+    )
+    revoke.add_argument("name", metavar="NAME")
+    revoke.set_defaults(run=_revoke)
+
+    recovery_ = commands.add_parser("recovery", help="the recovery key")
+    recovery_actions = recovery_.add_subparsers(required=True, metavar="ACTION")
+    create = recovery_actions.add_parser(
+        "create",
+        parents=[access],
+        help="(owner) make a recovery key: 24 words shown once, replacing any earlier one",
+    )
+    create.set_defaults(run=_recovery_create)
+
+    recover = commands.add_parser(
+        "recover",
+        help="rebuild this phone from the recovery words (read from standard input)",
+    )
+    recover.add_argument(
+        "--device", required=True, metavar="DEVICE-KEY", help="dbdev-... noted with the words"
+    )
+    recover.add_argument("--host", help="the doorbell's broker, to act as its owner")
+    recover.add_argument("--port", type=int, default=1883)
+    recover.add_argument("--tls", action="store_true")
+    recover.add_argument("--prefix", default="doorbell")
+    recover.add_argument("--json", action="store_true", help="one JSON object per line")
+    recover.set_defaults(run=_recover)
     return parser
+
+
+def _access(args: argparse.Namespace) -> Access:
+    return Access(args.username, args.password_file, args.ca_file)
+
+
+def _managing(run: Callable[[], int]) -> int:
+    try:
+        return run()
+    except ManageError as exc:
+        print(f"doorbell-phone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _invite(home: PhoneHome, args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"role": args.role}
+    try:
+        request["seconds"] = parse_duration(args.window).total_seconds()
+        if args.expires is not None:
+            request["expires"] = parse_duration(args.expires).total_seconds()
+    except ValueError as exc:
+        print(f"doorbell-phone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.name:
+        request["name"] = args.name
+    screen = Screen(sys.stdout, args.json)
+    return _managing(lambda: invite(home, _access(args), request, screen, sys.stdin))
+
+
+def _revoke(home: PhoneHome, args: argparse.Namespace) -> int:
+    screen = Screen(sys.stdout, args.json)
+    return _managing(lambda: revoke(home, _access(args), args.name, screen))
+
+
+def _recovery_create(home: PhoneHome, args: argparse.Namespace) -> int:
+    screen = Screen(sys.stdout, args.json)
+    return _managing(lambda: create_recovery(home, _access(args), screen))
+
+
+def _recover(home: PhoneHome, args: argparse.Namespace) -> int:
+    screen = Screen(sys.stdout, args.json)
+    broker = None
+    if args.host:
+        device = DevicePublicKey.from_string(args.device)
+        broker = Broker(device, args.host, args.port, args.tls, args.prefix)
+    words = sys.stdin.read(4096)
+    return _managing(lambda: recover(home, args.device, words, screen, broker))
 
 
 def _enroll(home: PhoneHome, args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ the link named, and pins that key: no separate ``trust`` step."""
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import socket
@@ -21,15 +20,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from doorbell.common.mqtt_client import TlsSetupError, connect_options, end_session, new_client
 from doorbell.common.secrets import SecretFileError, read_secret
-from doorbell.phone.home import PhoneHome
+from doorbell.phone.home import Broker, PhoneHome
+from doorbell.phone.manage import Screen, show_words
 from doorbell.phone.rules import check_contents
 from doorbell.sealing import (
     KeyFileError,
     Kind,
     Reader,
+    Role,
     SealingError,
     Suite,
     check_canonical_ed25519_key,
+    recovery,
 )
 from doorbell.sealing import enrolment as proto
 
@@ -54,25 +56,13 @@ class EnrolOptions:
     json: bool = False
 
 
-class _Screen:
-    def __init__(self, out: IO[str], as_json: bool) -> None:
-        self.out = out
-        self.json = as_json
-
-    def say(self, record: dict[str, Any], line: str) -> None:
-        if self.json:
-            print(json.dumps(record, ensure_ascii=False), file=self.out, flush=True)
-        else:
-            print(line, file=self.out, flush=True)
-
-
 def enrol(home: PhoneHome, options: EnrolOptions, out: IO[str]) -> int:
     try:
         link = proto.Link.parse(options.link)
         check_canonical_ed25519_key(link.device.raw)
     except SealingError as exc:
         raise EnrolError(str(exc)) from None
-    screen = _Screen(out, options.json)
+    screen = Screen(out, options.json)
     if link.expires <= time.time():
         screen.say({"refused": "the link expired"}, "refused: the link expired; ask for a new one")
         return EXIT_REFUSED
@@ -80,8 +70,11 @@ def enrol(home: PhoneHome, options: EnrolOptions, out: IO[str]) -> int:
         home.init(Suite.MLKEM768_X25519)
     identity = home.public_identity()
     name = options.name or _default_name()
+    # Offered to the doorbell, which enrols it only when this phone is its first owner;
+    # its words are shown then, once, and kept nowhere.
+    paper = recovery.RecoveryKey.generate()
     try:
-        hello = proto.Hello.make(link, identity, home.signing_key(), name)
+        hello = proto.Hello.make(link, identity, home.signing_key(), name, paper.identity)
     except SealingError as exc:
         raise EnrolError(f"--name: {exc}") from None
     channel = _Channel(link, options)
@@ -89,13 +82,18 @@ def enrol(home: PhoneHome, options: EnrolOptions, out: IO[str]) -> int:
         channel.open(time.monotonic() + CONNECT_SECONDS)
         up = link.topic(proto.PHONE_LEAF)
         channel.publish(up, proto.seal_message(link.keys.phone_to_doorbell, up, hello.to_message()))
-        return _converse(home, link, hello, channel, screen)
+        return _converse(home, link, hello, channel, screen, paper)
     finally:
         channel.close()
 
 
 def _converse(
-    home: PhoneHome, link: proto.Link, hello: proto.Hello, channel: _Channel, screen: _Screen
+    home: PhoneHome,
+    link: proto.Link,
+    hello: proto.Hello,
+    channel: _Channel,
+    screen: Screen,
+    paper: recovery.RecoveryKey,
 ) -> int:
     down = link.topic(proto.DOORBELL_LEAF)
     key = link.keys.doorbell_to_phone
@@ -141,7 +139,7 @@ def _converse(
             screen.say({"refused": reason}, f"refused: {reason}")
             return EXIT_REFUSED
         elif kind == proto.WELCOME and coded:
-            return _welcome(home, link, hello, message, screen)
+            return _welcome(home, link, hello, message, screen, paper)
 
 
 def _welcome(
@@ -149,7 +147,8 @@ def _welcome(
     link: proto.Link,
     hello: proto.Hello,
     message: dict[str, Any],
-    screen: _Screen,
+    screen: Screen,
+    paper: recovery.RecoveryKey,
 ) -> int:
     """Check the keyring the doorbell sent: sealed by the device the link named, openable
     by this phone, listing it with its identity. Only then pin the device."""
@@ -177,6 +176,13 @@ def _welcome(
         screen.say({"refused": why}, f"refused: {why}")
         return EXIT_REFUSED
     home.trust(link.device, "doorbell")
+    home.remember_broker(Broker(link.device, link.host, link.port, link.tls, link.prefix))
+    assert keyring is not None
+    listed = any(
+        r.role is Role.RECOVERY and r.key == paper.identity.key for r in keyring.recipients
+    )
+    if message.get("recovery") is True and listed:
+        show_words(paper, link.device, screen)
     screen.say(
         {"enrolled": me.name, "role": me.role.value, "device": link.device.fingerprint},
         f"enrolled as {me.name!r} ({me.role.value}); doorbell {link.device.fingerprint} pinned",

@@ -28,6 +28,7 @@ from doorbell.sealing import (
 IDENTITY = "identity.key"
 SIGNING = "signing.key"
 TRUSTED = "trusted.json"
+BROKERS = "brokers.json"
 
 
 def default_home() -> Path:
@@ -41,6 +42,17 @@ def default_home() -> Path:
 class TrustedDevice:
     name: str
     key: DevicePublicKey
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where this phone reaches a doorbell's broker, as its enrolment link said."""
+
+    device: DevicePublicKey
+    host: str
+    port: int
+    tls: bool
+    prefix: str
 
 
 class PhoneHome:
@@ -143,6 +155,51 @@ class PhoneHome:
         except OSError as exc:
             raise KeyFileError(f"cannot write {self.directory / TRUSTED}: {exc.strerror}") from None
         return True
+
+    def remember_broker(self, broker: Broker) -> None:
+        """Keep where a doorbell's broker is (its enrolment link), for signed commands."""
+        kept = [b for b in self.brokers() if b.device != broker.device]
+        kept.append(broker)
+        document = {
+            "brokers": [
+                {"key": b.device.to_string(), "host": b.host, "port": b.port, "tls": b.tls,
+                 "prefix": b.prefix}
+                for b in kept
+            ]
+        }  # fmt: skip
+        try:
+            self._private()
+            write_atomic(self.directory / BROKERS, json.dumps(document, indent=2).encode())
+        except OSError as exc:
+            raise KeyFileError(f"cannot write {self.directory / BROKERS}: {exc.strerror}") from None
+
+    def brokers(self) -> list[Broker]:
+        path = self.directory / BROKERS
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise KeyFileError(f"{path} is unreadable: {exc.strerror or exc}") from None
+        document = loads_strict(raw, lambda reason: KeyFileError(f"{path}: {reason}"))
+        entries = document.get("brokers") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise KeyFileError(f"{path}: expected an object with a 'brokers' list")
+        out = []
+        for index, entry in enumerate(entries):
+            try:
+                out.append(
+                    Broker(
+                        DevicePublicKey.from_string(entry["key"]),
+                        str(entry["host"]),
+                        int(entry["port"]),
+                        bool(entry["tls"]),
+                        str(entry["prefix"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError, SealingError) as exc:
+                raise KeyFileError(f"{path}: broker {index} is broken: {exc}") from None
+        return out
 
     def _private(self) -> None:
         """Make the directory 0700, and take back what others could reach in one this phone

@@ -4,7 +4,7 @@ The rest of the program uses only the names exported here; HPKE suites, stanza
 encoding and byte layouts stay inside this package.
 """
 
-from doorbell.sealing import enrolment
+from doorbell.sealing import commands, enrolment, recovery
 from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import (
     BadSignature,
@@ -91,6 +91,7 @@ __all__ = [
     "chain_hash",
     "check_canonical_ed25519_key",
     "check_meta",
+    "commands",
     "enrolment",
     "load_device_key",
     "loads_strict",
@@ -98,6 +99,7 @@ __all__ = [
     "prepare_state_dir",
     "read_key_file",
     "recipient_tag",
+    "recovery",
     "save_key_file",
     "seal_bytes",
     "sync_directory",

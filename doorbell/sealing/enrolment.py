@@ -241,37 +241,54 @@ class Hello:
     identity: PhoneIdentity
     name: str
     signature: bytes
+    # A recovery key the phone offers, enrolled when it joins as the first owner.
+    recovery: PhoneIdentity | None = None
 
     @staticmethod
-    def signed_bytes(link: Link, nonce: bytes, identity: PhoneIdentity, name: str) -> bytes:
-        return b"".join(
-            [
-                b"doorbell enroll v1 hello\0",
-                link.device.device_id,
-                link.keys.window_id,
-                nonce,
-                identity.key.raw,
-                identity.signing.raw,
-                name.encode(),
-            ]
-        )
+    def signed_bytes(
+        link: Link,
+        nonce: bytes,
+        identity: PhoneIdentity,
+        name: str,
+        recovery: PhoneIdentity | None = None,
+    ) -> bytes:
+        parts = [
+            b"doorbell enroll v1 hello\0",
+            link.device.device_id,
+            link.keys.window_id,
+            nonce,
+            identity.key.raw,
+            identity.signing.raw,
+            name.encode(),
+        ]
+        if recovery is not None:
+            parts += [b"\0recovery\0", recovery.key.raw, recovery.signing.raw]
+        return b"".join(parts)
 
     @classmethod
     def make(
-        cls, link: Link, identity: PhoneIdentity, signing: PhoneSigningKey, name: str
+        cls,
+        link: Link,
+        identity: PhoneIdentity,
+        signing: PhoneSigningKey,
+        name: str,
+        recovery: PhoneIdentity | None = None,
     ) -> Hello:
         nonce = os.urandom(NONCE_LEN)
-        signature = signing.sign(cls.signed_bytes(link, nonce, identity, name))
-        return cls(nonce, identity, name, signature)
+        signature = signing.sign(cls.signed_bytes(link, nonce, identity, name, recovery))
+        return cls(nonce, identity, name, signature, recovery)
 
     def to_message(self) -> dict[str, Any]:
-        return {
+        message = {
             "type": HELLO,
             "nonce": b64(self.nonce),
             "identity": self.identity.to_string(),
             "name": self.name,
             "signature": b64(self.signature),
         }
+        if self.recovery is not None:
+            message["recovery"] = self.recovery.to_string()
+        return message
 
     @classmethod
     def from_message(cls, link: Link, message: dict[str, Any]) -> Hello:
@@ -293,9 +310,18 @@ class Hello:
         except SealingError as exc:
             raise EnrolmentError(f"the phone's name: {exc}") from None
         signature = unb64(message.get("signature"), "hello signature", 64)
-        hello = cls(nonce, identity, name, signature)
+        recovery = None
+        if "recovery" in message:
+            try:
+                recovery = PhoneIdentity.from_string(str(message["recovery"]))
+            except KeyStringError as exc:
+                raise EnrolmentError(f"the offered recovery key: {exc}") from None
+            if recovery == identity or recovery.key == identity.key:
+                raise EnrolmentError("the offered recovery key is the phone's own")
+        hello = cls(nonce, identity, name, signature, recovery)
+        signed = cls.signed_bytes(link, nonce, identity, name, recovery)
         try:
-            identity.signing.verify(signature, cls.signed_bytes(link, nonce, identity, name))
+            identity.signing.verify(signature, signed)
         except BadSignature:
             raise EnrolmentError("the hello is not signed by the phone's signing key") from None
         return hello

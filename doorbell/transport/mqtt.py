@@ -58,6 +58,8 @@ WARN_INTERVAL = 60.0
 
 ProblemHook = Callable[[str], None]
 ENROL_LEAF = "enroll"
+COMMAND_LEAF = "command"
+ANSWER_LEAF = "answer"
 _WINDOW_ID = re.compile(r"[0-9a-f]{16}")
 # An enrolment message is a few KiB; anything larger is not one (PROTOCOL.md section 3).
 # It is the largest message the link can legitimately receive (its other subscription
@@ -95,6 +97,15 @@ class DeviceTopics:
     def enrolment(self) -> str:
         """Every enrolment window's messages from phones (docs/PROTOCOL.md section 3)."""
         return self._leaf(f"{ENROL_LEAF}/+/phone")
+
+    @property
+    def command(self) -> str:
+        """Signed commands from enrolled phones (docs/PROTOCOL.md section 8)."""
+        return self._leaf(COMMAND_LEAF)
+
+    def answer(self, nonce: bytes) -> str:
+        """Where the answer to the command with ``nonce`` goes."""
+        return self._leaf(f"{ANSWER_LEAF}/{nonce.hex()}")
 
     def enrolment_window(self, topic: str) -> str | None:
         """The window id of a topic ``enrolment`` matches, or None."""
@@ -141,8 +152,10 @@ class MqttLink:
         )
         self._on_problem = on_problem
         self.when_connected: Callable[[], None] | None = None
-        # Set before ``start``: hears ``(window id, payload)`` of each enrolment message.
+        # Set before ``start``: hears ``(window id, payload)`` of each enrolment message,
+        # and the payload of each signed command from a phone.
         self.on_enrolment: Callable[[str, bytes], None] | None = None
+        self.on_command: Callable[[bytes], None] | None = None
         self._publish_timeout = publish_timeout
         self._client: paho.Client | None = None
         self._online = threading.Event()
@@ -173,6 +186,8 @@ class MqttLink:
         topics = [self.discovery.status_topic] if self.discovery_enabled else []
         if self.on_enrolment is not None:
             topics.append(self.topics.enrolment)
+        if self.on_command is not None:
+            topics.append(self.topics.command)
         return topics
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -382,6 +397,12 @@ class MqttLink:
             self._hostile("a message on a topic that is not UTF-8")
             return
         payload = message.payload
+        if topic == self.topics.command and self.on_command is not None:
+            if len(payload) > MAX_ENROL_PAYLOAD:
+                self._hostile(f"a {len(payload)}-byte command, limit {MAX_ENROL_PAYLOAD}")
+                return
+            self.on_command(bytes(payload))
+            return
         window = self.topics.enrolment_window(topic)
         if window is not None and self.on_enrolment is not None:
             if len(payload) > MAX_ENROL_PAYLOAD:
