@@ -332,3 +332,65 @@ def test_the_first_phone_joins_a_doorbell_that_records_nothing_yet(
     assert result.ok, [f.message for f in result.problems]
     report = export_clips(source, home.reader(), result, tmp_path / "clips")
     assert len(report.clips) == 1 and not report.skipped, report.skipped
+
+
+def test_a_replayed_hello_a_malformed_key_and_a_taken_name(
+    doorbell: DaemonRig, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Through the real broker, under the real secret: the same hello twice is answered
+    once; a hello whose identity is malformed, or whose name is taken, is refused."""
+    before = (doorbell.state / "keyring.json").read_bytes()
+    home = PhoneHome(tmp_path / "p")
+    home.init(Suite.MLKEM768_X25519)
+
+    def window() -> tuple[Any, proto.Link, Listener]:
+        owner, said = enroll(doorbell)
+        link = proto.Link.parse(said.wait_for("link")["link"])
+        return owner, link, Listener(mosquitto, link.topic(proto.DOORBELL_LEAF))
+
+    def answers(link: proto.Link, listener: Listener, count: int) -> list[dict[str, Any]]:
+        down = link.topic(proto.DOORBELL_LEAF)
+        got = listener.wait_on(down, count, 10)
+        key = link.keys.doorbell_to_phone
+        return [proto.open_message(key, down, m.payload, proto.MAX_ANSWER) for m in got]
+
+    owner, link, listener = window()
+    up = link.topic(proto.PHONE_LEAF)
+    try:
+        hello = proto.Hello.make(link, home.public_identity(), home.signing_key(), "new-one")
+        sealed = proto.seal_message(link.keys.phone_to_doorbell, up, hello.to_message())
+        listener.publish(up, sealed)
+        listener.publish(up, sealed)  # the same bytes again: a replay
+        [code] = answers(link, listener, 1)
+        assert code["type"] == "code"
+        wait_for(lambda: "a replayed hello, ignored" in doorbell.log_text(), 10, "the replay")
+        assert len(listener.on(link.topic(proto.DOORBELL_LEAF))) == 1
+    finally:
+        listener.close()
+        owner.kill()
+        owner.wait()
+
+    owner, link, listener = window()
+    up = link.topic(proto.PHONE_LEAF)
+    try:
+        broken = {**hello.to_message(), "identity": "dbid-mlkem768x25519-aaaa"}
+        listener.publish(up, proto.seal_message(link.keys.phone_to_doorbell, up, broken))
+        [refused] = answers(link, listener, 1)
+        assert refused["type"] == "refused"
+        assert (
+            "the phone's identity: phone identity (mlkem768-x25519) is truncated"
+            in (refused["reason"])
+        )
+        taken = proto.Hello.make(link, home.public_identity(), home.signing_key(), "test-phone")
+        listener.publish(
+            up, proto.seal_message(link.keys.phone_to_doorbell, up, taken.to_message())
+        )
+        refusals = answers(link, listener, 2)
+        assert refusals[1]["reason"] == (
+            "a phone named 'test-phone' is enrolled already; choose another name"
+        )
+    finally:
+        listener.close()
+        owner.kill()
+        owner.wait()
+    assert (doorbell.state / "keyring.json").read_bytes() == before

@@ -1,4 +1,4 @@
-"""Owner phones manage the doorbell without SSH (docs/PROTOCOL.md sections 8 and 9):
+"""Owner phones manage the doorbell without SSH (docs/PROTOCOL.md sections 7 and 8):
 invite, revoke, the recovery key, and every refusal, through the real daemon and a real
 Mosquitto; hostile commands are published on the broker like anyone could."""
 
@@ -171,7 +171,7 @@ def test_unsigned_forged_foreign_expired_and_replayed_commands_change_nothing(
 
 
 def test_recovery_words_restore_every_clip_after_the_phone_is_lost(
-    doorbell: DaemonRig, tmp_path: Path
+    doorbell: DaemonRig, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     owner = tmp_path / "owner"
     code, lines, _ = phone_command(owner, "recovery", "create", "--json")
@@ -203,6 +203,7 @@ def test_recovery_words_restore_every_clip_after_the_phone_is_lost(
         assert code == 2 and "do not check out" in err
     assert not (fresh / "identity.key").exists()
     code, lines, err = phone_command(fresh, "recover", "--device", str(shown["device"]), "--json",
+                                     "--host", mosquitto.host, "--port", str(mosquitto.port),
                                      stdin=text + "\n")  # fmt: skip
     assert code == 0, err
     assert lines[0]["recovered"] == paper.key.fingerprint
@@ -211,3 +212,7 @@ def test_recovery_words_restore_every_clip_after_the_phone_is_lost(
     result = verify_source(source, home.reader())
     report = export_clips(source, home.reader(), result, tmp_path / "clips")
     assert len(report.clips) == 1 and not report.skipped
+    # And it acts as an owner: it lets the new phone in.
+    code, lines = _invite(fresh, tmp_path / "replacement", "--name", "replacement")
+    assert code == 0
+    assert KeyringStore(doorbell.state).load().get("replacement") is not None

@@ -13,7 +13,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from doorbell.sealing import DeviceSigningKey, PhoneIdentity
+from doorbell.sealing import (
+    DeviceSigningKey,
+    PhoneIdentity,
+    PhoneSigningKey,
+    RecipientPrivateKey,
+    commands,
+    recovery,
+)
 from doorbell.sealing import enrolment as proto
 
 V = json.loads((Path(__file__).parent / "vectors" / "protocol-v1.json").read_text())
@@ -120,3 +127,73 @@ def test_the_code_is_six_digits_of_a_mac_over_the_transcript() -> None:
     link = proto.Link.parse(V["link"])
     parsed = proto.Hello.from_message(link, hello)
     assert proto.confirmation_code(link, parsed, bytes.fromhex(V["doorbell_nonce"])) == V["code"]
+
+
+# --- signed commands, answers and the recovery key (tests/vectors/commands-v1.json) ------
+
+C = json.loads((Path(__file__).parent / "vectors" / "commands-v1.json").read_text())
+
+
+def test_a_command_is_its_body_signed_by_the_phone() -> None:
+    outer = json.loads(C["command"])
+    body = base64.b64decode(outer["body"])
+    document = json.loads(body)
+    signing = PhoneSigningKey.from_string(C["phone_signing_secret"])
+    assert document == {
+        "v": 1,
+        "device": C["device_id"],
+        "signer": signing.public_key.to_string(),
+        "time": 1_796_000_000,
+        "nonce": base64.b64encode(bytes.fromhex(C["nonce"])).decode(),
+        "command": "revoke",
+        "args": {"name": "old-tablet"},
+    }
+    ed25519.Ed25519PublicKey.from_public_bytes(signing.public_key.raw).verify(
+        base64.b64decode(outer["signature"]), b"doorbell command v1\0" + body
+    )
+    command = commands.open_command(C["command"].encode())
+    assert (command.name, command.args, command.nonce.hex()) == (
+        "revoke",
+        {"name": "old-tablet"},
+        C["nonce"],
+    )
+
+
+def test_an_answer_is_signed_by_the_device_and_sealed_to_the_phone_that_asked() -> None:
+    device = DeviceSigningKey.from_string(C["device_secret"]).public_key
+    phone = RecipientPrivateKey.from_string(C["phone_secret"])
+    nonce = bytes.fromhex(C["nonce"])
+    for name, to in (("answer_clear", "clear"), ("answer_sealed", "sealed")):
+        outer = json.loads(C[name])
+        data = base64.b64decode(outer["data"])
+        assert outer["to"] == to
+        signed = b"doorbell answer v1\0" + device.device_id + nonce + to.encode() + b"\0" + data
+        ed25519.Ed25519PublicKey.from_public_bytes(device.raw).verify(
+            base64.b64decode(outer["signature"]), signed
+        )
+        if to == "sealed":
+            # RFC 9180 base mode, the phone's suite, info = context || device id || nonce.
+            info = b"doorbell answer v1\0" + device.device_id + nonce
+            data = phone.suite.hpke().decrypt(data, phone.hpke_key(), info=info)
+        body = json.loads(data)
+        assert body["request"] == base64.b64encode(nonce).decode()
+        assert body == commands.open_answer(C[name].encode(), device, nonce, phone)
+    assert commands.open_answer(C["answer_sealed"].encode(), device, nonce, phone)["epoch"] == 7
+
+
+def test_the_recovery_key_derives_from_the_words() -> None:
+    paper = C["recovery"]
+    entropy = bytes.fromhex(paper["entropy"])
+    # BIP-39: 256 bits and the first 8 bits of their SHA-256, in 24 groups of 11 bits.
+    from mnemonic import Mnemonic
+
+    wordlist = Mnemonic("english").wordlist
+    bits = int.from_bytes(entropy + hashlib.sha256(entropy).digest()[:1], "big")
+    words = [wordlist[(bits >> (11 * (23 - i))) & 0x7FF] for i in range(24)]
+    assert words == paper["words"]
+    seed = _hkdf(entropy, b"doorbell recovery v1", b"x-wing seed", 32)
+    assert seed.hex() == paper["x_wing_seed"]
+    signing_seed = _hkdf(entropy, b"doorbell recovery v1", b"ed25519 seed", 32)
+    assert PhoneSigningKey(signing_seed).to_string() == paper["signing_secret"]
+    key = recovery.RecoveryKey.from_words(" ".join(words))
+    assert key.identity.to_string() == paper["identity"]

@@ -1,4 +1,4 @@
-"""Signed commands from enrolled phones (docs/PROTOCOL.md section 8): an owner invites a
+"""Signed commands from enrolled phones (docs/PROTOCOL.md section 7): an owner invites a
 phone, follows and confirms its enrolment, revokes a phone or replaces the recovery key,
 without SSH. Every command is checked here, on the daemon's main loop, and answered,
 signed by the device; a refused one changes nothing."""

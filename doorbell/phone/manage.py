@@ -1,4 +1,4 @@
-"""An owner phone manages its doorbell without SSH (docs/PROTOCOL.md sections 8 and 9):
+"""An owner phone manages its doorbell without SSH (docs/PROTOCOL.md sections 7 and 8):
 ``invite``, ``revoke`` and ``recovery create`` send signed commands through the broker
 the phone enrolled with and wait for the doorbell's signed answer; ``recover`` rebuilds
 a phone from the recovery words."""

@@ -1,5 +1,5 @@
 """Signed commands from enrolled phones and the doorbell's signed answers
-(docs/PROTOCOL.md section 8), both sides' share: building, signing, parsing and
+(docs/PROTOCOL.md section 7), both sides' share: building, signing, parsing and
 checking the bytes. The doorbell's replay window and rules live with the daemon."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The recovery key (docs/PROTOCOL.md section 9): 24 BIP-39 words on paper hold 256 bits,
+"""The recovery key (docs/PROTOCOL.md section 8): 24 BIP-39 words on paper hold 256 bits,
 from which a phone derives an X-Wing key and an Ed25519 signing key, enrolled with the
 role ``recovery``. The words are shown once and never stored."""
 

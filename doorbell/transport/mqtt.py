@@ -100,7 +100,7 @@ class DeviceTopics:
 
     @property
     def command(self) -> str:
-        """Signed commands from enrolled phones (docs/PROTOCOL.md section 8)."""
+        """Signed commands from enrolled phones (docs/PROTOCOL.md section 7)."""
         return self._leaf(COMMAND_LEAF)
 
     def answer(self, nonce: bytes) -> str:
