@@ -150,7 +150,7 @@ def _qr_lines(text: str) -> list[str]:
 
     code = segno.make(text, error="m")
     matrix = [[bool(cell) for cell in row] for row in code.matrix]
-    border = 2
+    border = 4  # the quiet zone the QR standard asks for
     width = len(matrix[0]) + 2 * border
     blank = [False] * width
     rows = [blank] * border + [[False] * border + r + [False] * border for r in matrix]
