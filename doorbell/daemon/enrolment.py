@@ -18,6 +18,7 @@ from typing import Any
 
 from doorbell.sealing import (
     DevicePublicKey,
+    KeyringFile,
     KeyringStore,
     Kind,
     Role,
@@ -317,17 +318,8 @@ class Enrolments:
                 return f"a phone named {name!r} is enrolled already; choose another name"
             if r.key == hello.identity.key or r.signing == hello.identity.signing:
                 return f"this phone is enrolled already, as {r.name!r}"
-        now = datetime.fromtimestamp(self._wall(), UTC)
         try:
-            stored.add(
-                name,
-                hello.identity.key,
-                now,
-                allow_classical=window.allow_classical,
-                role=window.role,
-                signing=hello.identity.signing,
-                expires=None if window.guest_for is None else now + window.guest_for,
-            )
+            _add(stored, window, hello, name, datetime.fromtimestamp(self._wall(), UTC))
         except SealingError as exc:
             return str(exc).removeprefix("refused: ")
         return None
@@ -337,22 +329,13 @@ class Enrolments:
         hello = window.hello
         name = window.name or hello.name
         now = datetime.fromtimestamp(self._wall(), UTC)
-        expires = None if window.guest_for is None else now + window.guest_for
         with_recovery = (
             hello.recovery is not None
             and window.role is Role.OWNER
             and not any(r.role is Role.RECOVERY for r in self._store.load().recipients)
         )
         try:
-            self._store.add(
-                name,
-                hello.identity.key,
-                now,
-                allow_classical=window.allow_classical,
-                role=window.role,
-                signing=hello.identity.signing,
-                expires=expires,
-            )
+            _add(self._store, window, hello, name, now)
         except SealingError as exc:
             self._refuse(window, str(exc))
             return
@@ -416,6 +399,22 @@ class Enrolments:
             self._publish(topic, proto.seal_message(link.keys.doorbell_to_phone, topic, message))
         except (OSError, RuntimeError) as exc:
             log.error("enrolment window %s: could not answer: %s", window.window_id, exc)
+
+
+def _add(
+    into: KeyringFile | KeyringStore, window: Window, hello: proto.Hello, name: str, now: datetime
+) -> None:
+    """Enrol the window's phone into the keyring file ``into`` (a copy in memory, to ask
+    whether it would be refused, or the store itself)."""
+    into.add(
+        name,
+        hello.identity.key,
+        now,
+        allow_classical=window.allow_classical,
+        role=window.role,
+        signing=hello.identity.signing,
+        expires=None if window.guest_for is None else now + window.guest_for,
+    )
 
 
 def _role(value: Any) -> Role:

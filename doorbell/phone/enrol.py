@@ -5,26 +5,17 @@ the link named, and pins that key: no separate ``trust`` step."""
 
 from __future__ import annotations
 
-import os
-import queue
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from doorbell.common.mqtt_client import TlsSetupError, connect_options, end_session, new_client
-from doorbell.common.secrets import SecretFileError, read_secret
+from doorbell.phone.client import BrokerSession, ClientSetupError
 from doorbell.phone.home import Broker, PhoneHome
 from doorbell.phone.manage import Screen, show_words
 from doorbell.phone.rules import check_contents
 from doorbell.sealing import (
-    KeyFileError,
     Kind,
     Reader,
     Role,
@@ -77,9 +68,22 @@ def enrol(home: PhoneHome, options: EnrolOptions, out: IO[str]) -> int:
         hello = proto.Hello.make(link, identity, home.signing_key(), name, paper.identity)
     except SealingError as exc:
         raise EnrolError(f"--name: {exc}") from None
-    channel = _Channel(link, options)
     try:
-        channel.open(time.monotonic() + CONNECT_SECONDS)
+        # The subscription stands before the hello goes out: the answer is not retained.
+        channel = BrokerSession(
+            link.host,
+            link.port,
+            tls=link.tls or options.ca_file is not None,
+            username=options.username,
+            password_file=options.password_file,
+            ca_file=options.ca_file,
+            topics=[link.topic(proto.DOORBELL_LEAF)],
+            max_payload=proto.MAX_ANSWER,
+        )
+        channel.open(CONNECT_SECONDS)
+    except ClientSetupError as exc:
+        raise EnrolError(str(exc)) from None
+    try:
         up = link.topic(proto.PHONE_LEAF)
         channel.publish(up, proto.seal_message(link.keys.phone_to_doorbell, up, hello.to_message()))
         return _converse(home, link, hello, channel, screen, paper)
@@ -91,7 +95,7 @@ def _converse(
     home: PhoneHome,
     link: proto.Link,
     hello: proto.Hello,
-    channel: _Channel,
+    channel: BrokerSession,
     screen: Screen,
     paper: recovery.RecoveryKey,
 ) -> int:
@@ -102,13 +106,14 @@ def _converse(
     stray = 0
     coded = False
     while True:
-        payload = channel.next(deadline)
-        if payload is None:
+        received = channel.next(deadline)
+        if received is None:
             why = "the doorbell did not answer before the link expired"
             if coded:
                 why = "the doorbell did not confirm in time"
             screen.say({"refused": why}, f"refused: {why}")
             return EXIT_REFUSED
+        payload = received[1]
         try:
             message = proto.open_message(key, down, payload, proto.MAX_ANSWER)
         except proto.EnrolmentError:
@@ -193,89 +198,3 @@ def _welcome(
 def _default_name() -> str:
     name = "".join(c for c in socket.gethostname() if c.isprintable()).strip()[:64]
     return name or "phone"
-
-
-class _Channel:
-    """A paho client subscribed to the window's doorbell topic; messages in a queue."""
-
-    def __init__(self, link: proto.Link, options: EnrolOptions) -> None:
-        self.link = link
-        self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._problem: str | None = None
-        password = None
-        if options.username and options.password_file is not None:
-            try:
-                password = read_secret(options.password_file, "--password-file")
-            except SecretFileError as exc:
-                raise EnrolError(str(exc)) from None
-        try:
-            client = new_client(
-                f"doorbell-phone-{os.urandom(4).hex()}",
-                username=options.username,
-                password=password,
-                tls=link.tls or options.ca_file is not None,
-                ca_file=options.ca_file,
-            )
-        except TlsSetupError as exc:
-            raise EnrolError(f"cannot set up TLS: {exc}") from None
-        client.on_connect = self._connected
-        client.on_subscribe = self._subscribed
-        client.on_message = self._message
-        self.client = client
-
-    @property
-    def address(self) -> str:
-        return f"{self.link.host}:{self.link.port}"
-
-    def open(self, deadline: float) -> None:
-        try:
-            self.client.connect(self.link.host, self.link.port, **connect_options(proto.MAX_ANSWER))
-        except (OSError, ValueError) as exc:
-            raise EnrolError(
-                f"cannot reach the doorbell's broker at {self.address}: {exc}"
-            ) from None
-        self.client.loop_start()
-        # The subscription must stand before the hello goes out: the answer is not retained.
-        if not self._ready.wait(max(0.0, deadline - time.monotonic())):
-            raise EnrolError(f"the doorbell's broker at {self.address} did not answer in time")
-        if self._problem is not None:
-            raise EnrolError(self._problem)
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1)
-
-    def next(self, deadline: float) -> bytes | None:
-        try:
-            return self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        self.client.disconnect(properties=end_session())
-        self.client.loop_stop()
-
-    def _connected(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:  # fmt: skip
-        if reason.is_failure:
-            self._problem = f"the broker at {self.address} refused us: {reason}"
-            self._ready.set()
-            return
-        client.subscribe([(self.link.topic(proto.DOORBELL_LEAF), 1)])
-
-    def _subscribed(
-        self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:  # fmt: skip
-        if any(r.is_failure for r in reasons):
-            self._problem = f"the broker at {self.address} refused the enrolment topic"
-        self._ready.set()
-
-    def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if len(message.payload) <= proto.MAX_ANSWER:
-            self._inbox.put(bytes(message.payload))
-
-
-__all__ = ["EnrolError", "EnrolOptions", "KeyFileError", "enrol"]

@@ -7,6 +7,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doorbell.phone.memory import PhoneMemory
 from doorbell.sealing import (
@@ -115,16 +116,7 @@ class PhoneHome:
 
     def trusted(self) -> list[TrustedDevice]:
         path = self.directory / TRUSTED
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise KeyFileError(f"{path} is unreadable: {exc.strerror or exc}") from None
-        document = loads_strict(raw, lambda reason: KeyFileError(f"{path}: {reason}"))
-        devices = document.get("devices") if isinstance(document, dict) else None
-        if not isinstance(devices, list):
-            raise KeyFileError(f"{path}: expected an object with a 'devices' list")
+        devices = self._entries(TRUSTED, "devices")
         out = []
         for index, entry in enumerate(devices):
             where = f"{path}: device {index}"
@@ -149,11 +141,7 @@ class PhoneHome:
             return False
         devices.append(TrustedDevice(name, key))
         document = {"devices": [{"name": d.name, "key": d.key.to_string()} for d in devices]}
-        try:
-            self._private()
-            write_atomic(self.directory / TRUSTED, json.dumps(document, indent=2).encode())
-        except OSError as exc:
-            raise KeyFileError(f"cannot write {self.directory / TRUSTED}: {exc.strerror}") from None
+        self._write(TRUSTED, document)
         return True
 
     def remember_broker(self, broker: Broker) -> None:
@@ -167,24 +155,11 @@ class PhoneHome:
                 for b in kept
             ]
         }  # fmt: skip
-        try:
-            self._private()
-            write_atomic(self.directory / BROKERS, json.dumps(document, indent=2).encode())
-        except OSError as exc:
-            raise KeyFileError(f"cannot write {self.directory / BROKERS}: {exc.strerror}") from None
+        self._write(BROKERS, document)
 
     def brokers(self) -> list[Broker]:
         path = self.directory / BROKERS
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise KeyFileError(f"{path} is unreadable: {exc.strerror or exc}") from None
-        document = loads_strict(raw, lambda reason: KeyFileError(f"{path}: {reason}"))
-        entries = document.get("brokers") if isinstance(document, dict) else None
-        if not isinstance(entries, list):
-            raise KeyFileError(f"{path}: expected an object with a 'brokers' list")
+        entries = self._entries(BROKERS, "brokers")
         out = []
         for index, entry in enumerate(entries):
             try:
@@ -200,6 +175,29 @@ class PhoneHome:
             except (KeyError, TypeError, ValueError, SealingError) as exc:
                 raise KeyFileError(f"{path}: broker {index} is broken: {exc}") from None
         return out
+
+    def _write(self, filename: str, document: dict[str, Any]) -> None:
+        path = self.directory / filename
+        try:
+            self._private()
+            write_atomic(path, json.dumps(document, indent=2).encode())
+        except OSError as exc:
+            raise KeyFileError(f"cannot write {path}: {exc.strerror}") from None
+
+    def _entries(self, filename: str, key: str) -> list[Any]:
+        """The list under ``key`` in this home's JSON file ``filename``; none if absent."""
+        path = self.directory / filename
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise KeyFileError(f"{path} is unreadable: {exc.strerror or exc}") from None
+        document = loads_strict(raw, lambda reason: KeyFileError(f"{path}: {reason}"))
+        entries = document.get(key) if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise KeyFileError(f"{path}: expected an object with a {key!r} list")
+        return entries
 
     def _private(self) -> None:
         """Make the directory 0700, and take back what others could reach in one this phone

@@ -6,20 +6,14 @@ a phone from the recovery words."""
 from __future__ import annotations
 
 import json
-import os
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from doorbell.common.mqtt_client import TlsSetupError, connect_options, end_session, new_client
-from doorbell.common.secrets import SecretFileError, read_secret
+from doorbell.phone.client import BrokerSession, ClientSetupError
 from doorbell.phone.home import Broker, PhoneHome
 from doorbell.sealing import DevicePublicKey, KeyFileError, SealingError, recovery
 from doorbell.sealing import commands as proto
@@ -75,54 +69,30 @@ class Remote:
         self.device: DevicePublicKey = self.broker.device
         self._signing = home.signing_key()
         self._identity = home.identity()
-        self._answers: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._problem: str | None = None
-        password = None
-        if access.username and access.password_file is not None:
-            try:
-                password = read_secret(access.password_file, "--password-file")
-            except SecretFileError as exc:
-                raise ManageError(str(exc)) from None
         try:
-            client = new_client(
-                f"doorbell-phone-{os.urandom(4).hex()}",
-                username=access.username,
-                password=password,
+            self._session = BrokerSession(
+                self.broker.host,
+                self.broker.port,
                 tls=self.broker.tls or access.ca_file is not None,
+                username=access.username,
+                password_file=access.password_file,
                 ca_file=access.ca_file,
+                topics=[],
+                max_payload=proto.MAX_ANSWER,
             )
-        except TlsSetupError as exc:
-            raise ManageError(f"cannot set up TLS: {exc}") from None
-        client.on_connect = self._connected
-        client.on_message = lambda client, userdata, message: self._answers.put(
-            (message.topic, bytes(message.payload))
-        )
-        self._client = client
+        except ClientSetupError as exc:
+            raise ManageError(str(exc)) from None
         self._prefix = f"{self.broker.prefix}/{self.device.device_id.hex()[:16]}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.broker.host}:{self.broker.port}"
 
     def __enter__(self) -> Remote:
         try:
-            self._client.connect(
-                self.broker.host, self.broker.port, **connect_options(proto.MAX_ANSWER)
-            )
-        except (OSError, ValueError) as exc:
-            raise ManageError(
-                f"cannot reach the doorbell's broker at {self.address}: {exc}"
-            ) from None
-        self._client.loop_start()
-        if not self._ready.wait(ANSWER_SECONDS) or self._problem:
-            self.__exit__()
-            raise ManageError(self._problem or f"the broker at {self.address} did not answer")
+            self._session.open(ANSWER_SECONDS)
+        except ClientSetupError as exc:
+            raise ManageError(str(exc)) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._client.disconnect(properties=end_session())
-        self._client.loop_stop()
+        self._session.close()
 
     def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Send one signed command and return the doorbell's answer; Refused when it
@@ -131,22 +101,22 @@ class Remote:
             self._signing, self.device.device_id, name, args, time.time()
         )
         answer_topic = f"{self._prefix}/{proto.ANSWER_LEAF}/{nonce.hex()}"
-        subscribed = self._client.subscribe(answer_topic, qos=1)
-        if subscribed[0] != paho.MQTT_ERR_SUCCESS:
-            raise ManageError(f"cannot subscribe at {self.address}")
+        client = self._session.client
+        if client.subscribe(answer_topic, qos=1)[0] != paho.MQTT_ERR_SUCCESS:
+            raise ManageError(f"cannot subscribe at {self._session.address}")
         # The subscription's acknowledgement is not awaited: the broker handles one
         # client's packets in order, so the command published next comes after it.
-        self._client.publish(f"{self._prefix}/{proto.COMMAND_LEAF}", payload, qos=1)
+        self._session.publish(f"{self._prefix}/{proto.COMMAND_LEAF}", payload)
         deadline = time.monotonic() + ANSWER_SECONDS
         try:
             while True:
-                try:
-                    topic, raw = self._answers.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
+                received = self._session.next(deadline)
+                if received is None:
                     raise ManageError(
                         f"the doorbell did not answer within {ANSWER_SECONDS:g} s "
-                        f"(is it running and connected to {self.address}?)"
-                    ) from None
+                        f"(is it running and connected to {self._session.address}?)"
+                    )
+                topic, raw = received
                 if topic != answer_topic:
                     continue
                 try:
@@ -157,15 +127,7 @@ class Remote:
                     raise Refused(str(body.get("reason", "refused"))[:1000])
                 return body
         finally:
-            self._client.unsubscribe(answer_topic)
-
-    def _connected(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:  # fmt: skip
-        if reason.is_failure:
-            self._problem = f"the broker at {self.address} refused us: {reason}"
-        self._ready.set()
+            client.unsubscribe(answer_topic)
 
 
 def invite(

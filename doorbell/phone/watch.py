@@ -10,7 +10,6 @@ the first few of each kind in full, then how many more there were.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import threading
@@ -26,13 +25,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from doorbell.common.mqtt_client import (
-    TlsSetupError,
     connect_options,
     disconnect_reason,
     end_session,
-    new_client,
 )
-from doorbell.common.secrets import SecretFileError, read_secret
 from doorbell.common.topics import (
     EVENT_LEAF,
     KEYRING_LEAF,
@@ -40,6 +36,7 @@ from doorbell.common.topics import (
     split_topic,
     valid_prefix,
 )
+from doorbell.phone.client import ClientSetupError, phone_client
 from doorbell.phone.home import PhoneHome
 from doorbell.phone.memory import (
     NOTHING,
@@ -527,26 +524,15 @@ class _Session:
         self._ready = threading.Event()
         self._refused: str | None = None
         self._subscribed = False
-        password = None
-        if options.username and options.password_file is not None:
-            try:
-                password = read_secret(options.password_file, "--password-file")
-            except SecretFileError as exc:
-                raise WatchError(str(exc)) from None
         try:
-            # A random client id: two phones of one household must not keep
-            # disconnecting each other.
-            client = new_client(
-                f"doorbell-phone-{os.urandom(4).hex()}",
+            client = phone_client(
                 username=options.username,
-                password=password,
+                password_file=options.password_file,
                 tls=options.use_tls,
                 ca_file=options.ca_file,
             )
-        except TlsSetupError as exc:
-            ca = options.ca_file
-            source = "the system's CA certificates" if ca is None else f"--ca-file {ca}"
-            raise WatchError(f"cannot set up TLS with {source}: {exc}") from None
+        except ClientSetupError as exc:
+            raise WatchError(str(exc)) from None
         client.on_connect = self._connected
         client.on_subscribe = self._subscribed_to
         client.on_disconnect = self._disconnected

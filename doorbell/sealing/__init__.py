@@ -29,7 +29,7 @@ from doorbell.sealing.format import (
     loads_strict,
     recipient_tag,
 )
-from doorbell.sealing.keyring import Keyring, Recipient, Role
+from doorbell.sealing.keyring import Keyring, KeyringFile, Recipient, Role
 from doorbell.sealing.keys import (
     DevicePublicKey,
     DeviceSigningKey,
@@ -68,6 +68,7 @@ __all__ = [
     "KeyStringError",
     "Keyring",
     "KeyringError",
+    "KeyringFile",
     "KeyringStore",
     "Kind",
     "MalformedObject",
