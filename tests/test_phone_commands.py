@@ -77,6 +77,7 @@ def _invite(owner: Path, guest: Path, *options: str) -> tuple[int, list[dict[str
     shown.wait_for("enrolled")
     code = finish(inviting)
     assert finish(joining) == 0
+    said.wait_for("eof")  # every line read
     return code, said.lines
 
 
