@@ -4,7 +4,7 @@ The rest of the program uses only the names exported here; HPKE suites, stanza
 encoding and byte layouts stay inside this package.
 """
 
-from doorbell.sealing import commands, enrolment, recovery
+from doorbell.sealing import commands, enrolment, live, recovery
 from doorbell.sealing.durable import sync_directory, write_atomic
 from doorbell.sealing.errors import (
     BadSignature,
@@ -94,6 +94,7 @@ __all__ = [
     "check_meta",
     "commands",
     "enrolment",
+    "live",
     "load_device_key",
     "loads_strict",
     "object_name",
