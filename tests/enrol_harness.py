@@ -111,3 +111,15 @@ def new_phone(home: Path, link: str, *options: str) -> tuple[subprocess.Popen[st
 def finish(process: subprocess.Popen[str]) -> int:
     code = process.wait(timeout=30)
     return code
+
+
+def join(rig: DaemonRig, home: Path, *options: str) -> None:
+    """Enrol a phone at the doorbell's terminal, as `doorbell enroll` does."""
+    owner, said = enroll(rig, *options)
+    joining, shown = new_phone(home, said.wait_for("link")["link"])
+    shown.wait_for("code")
+    assert owner.stdin is not None
+    owner.stdin.write("yes\n")
+    owner.stdin.flush()
+    shown.wait_for("enrolled")
+    assert finish(owner) == 0 and finish(joining) == 0

@@ -41,7 +41,7 @@ def _decode(data: bytes) -> list[av.VideoFrame]:
 def test_fragments_from_the_first_keyframe_play_every_frame(units: list[AccessUnit]) -> None:
     init = _init(units)
     fragmenter = LiveFragmenter(init)
-    fragments = [fragmenter.fragment(unit) for unit in units]
+    fragments = [fragmenter.fragment(unit, n) for n, unit in enumerate(units, 1)]
     for fragment in fragments:
         first = struct.unpack_from(">I4s", fragment)
         assert first[1] == b"moof"
@@ -58,7 +58,7 @@ def test_fragments_from_the_first_keyframe_play_every_frame(units: list[AccessUn
 def test_a_viewer_joining_at_a_later_keyframe_plays_from_there(units: list[AccessUnit]) -> None:
     init = _init(units)
     fragmenter = LiveFragmenter(init)
-    fragments = [fragmenter.fragment(unit) for unit in units]
+    fragments = [fragmenter.fragment(unit, n) for n, unit in enumerate(units, 1)]
     join = next(i for i, unit in enumerate(units) if unit.keyframe and i > 0)
     frames = _decode(init + b"".join(fragments[join:]))
     assert len(frames) == len(units) - join

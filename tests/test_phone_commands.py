@@ -26,8 +26,8 @@ pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness")
 from enrol_harness import (  # noqa: E402
     Lines,
     broker_rig,
-    enroll,
     finish,
+    join,
     new_phone,
     phone_command,
     started,
@@ -37,24 +37,12 @@ from mqtt_fixture import Listener, Mosquitto  # noqa: E402
 pytest_plugins = ["mqtt_fixture"]
 
 
-def _join(rig: DaemonRig, home: Path, *options: str) -> None:
-    """Enrol a phone at the doorbell's terminal, as `doorbell enroll` does."""
-    owner, said = enroll(rig, *options)
-    joining, shown = new_phone(home, said.wait_for("link")["link"])
-    shown.wait_for("code")
-    assert owner.stdin is not None
-    owner.stdin.write("yes\n")
-    owner.stdin.flush()
-    shown.wait_for("enrolled")
-    assert finish(owner) == 0 and finish(joining) == 0
-
-
 @pytest.fixture
 def doorbell(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[DaemonRig]:
     """A doorbell whose first phone, ``owner``, joined over the network."""
     rig = broker_rig(tmp_path / "doorbell", mosquitto, enrol=False)
     for running in started(rig):
-        _join(running, tmp_path / "owner", "--name", "owner")
+        join(running, tmp_path / "owner", "--name", "owner")
         yield running
 
 

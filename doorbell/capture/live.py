@@ -28,17 +28,16 @@ class LiveFragmenter:
 
     def __init__(self, init: bytes) -> None:
         self.track_id, self.timescale = _track_of(init)
-        self._sequence = 0
 
-    def fragment(self, unit: AccessUnit) -> bytes:
-        """``moof`` + ``mdat`` holding ``unit``, its time in the init's timescale."""
-        self._sequence += 1
+    def fragment(self, unit: AccessUnit, sequence: int) -> bytes:
+        """``moof`` + ``mdat`` holding ``unit``, its time in the init's timescale;
+        ``sequence`` (from 1, increasing) is the fragment's number in the stream."""
         scale = Fraction(self.timescale) * unit.time_base
         decode_time = int(unit.pts * scale)
         duration = max(1, int(unit.duration * scale))
         sample = _length_prefixed(unit.data)
         flags = _SYNC_FLAGS if unit.keyframe else _DELTA_FLAGS
-        mfhd = _full_box(b"mfhd", 0, 0, struct.pack(">I", self._sequence))
+        mfhd = _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence))
         tfhd = _full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", self.track_id))
         tfdt = _full_box(b"tfdt", 1, 0, struct.pack(">Q", decode_time))
 
@@ -84,7 +83,7 @@ def _nal_units(data: bytes) -> list[bytes]:
 
 
 def _children(data: bytes, start: int, end: int) -> dict[bytes, tuple[int, int]]:
-    boxes = {}
+    boxes: dict[bytes, tuple[int, int]] = {}
     offset = start
     while offset + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, offset)

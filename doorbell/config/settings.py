@@ -191,6 +191,18 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class LiveSettings:
+    """Live view: an enrolled phone that asks sees the camera now, sealed to it alone."""
+
+    # The longest a session runs, however often the phone renews it.
+    max_seconds: float = setting(300.0, Rule(bounds=(10, 3600)))
+    # Sessions at once: each costs a sealed, signed copy of every frame on the uplink.
+    max_viewers: int = setting(4, Rule(bounds=(1, 16)))
+    # Whether guests may watch live too, not only owners and members.
+    allow_guests: bool = False
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """What the daemon logs."""
 
@@ -213,6 +225,7 @@ class Settings:
     sinks: SinkSettings = field(default_factory=SinkSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from doorbell.daemon.enrolment import RECOVERY_NAME, Enrolments
+from doorbell.daemon.live import LiveRefused, LiveSessions
 from doorbell.sealing import (
     DeviceSigningKey,
     Keyring,
@@ -32,6 +33,7 @@ REPLAY_SECONDS = 2 * MAX_SKEW + 60  # nonces remembered at least this long
 MAX_NONCES = 4096
 PER_SIGNER = 30  # commands a signer may send ...
 PER_SECONDS = 10.0  # ... in this long; beyond, they are dropped unanswered
+LIVE_COMMANDS = ("live", "live-renew", "live-stop")  # any viewer's, not only an owner's
 
 Publisher = Callable[[str, bytes], None]
 
@@ -50,8 +52,14 @@ class PhoneCommands:
         publish_keyring: Callable[[], list[SealedObject]],
         answer_topic: Callable[[bytes], str],
         *,
+        live: LiveSessions | None = None,
+        live_topic: Callable[[bytes], str] | None = None,
+        allow_guests: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._live = live
+        self._live_topic = live_topic
+        self._allow_guests = allow_guests
         self._device = device
         self._store = store
         self._enrolments = enrolments
@@ -111,6 +119,12 @@ class PhoneCommands:
         self._seen[command.nonce] = now
         if signer is None:
             raise CommandRefused("refused: the signing key is not enrolled on this doorbell")
+        if command.name in LIVE_COMMANDS:
+            if signer.role is Role.GUEST and not self._allow_guests:
+                raise CommandRefused(
+                    f"refused: {signer.name!r} is a guest, and live.allow_guests is off"
+                )
+            return
         if not signer.role.manages:
             raise CommandRefused(
                 f"refused: {signer.name!r} is a {signer.role.value}; only an owner may "
@@ -157,11 +171,26 @@ class PhoneCommands:
             if command.name == "window-cancel":
                 return self._enrolments.cancel(window)
             return self._enrolments.confirm(window, by_phone=True, code=args.get("code"))
+        if command.name in LIVE_COMMANDS:
+            return self._watch(command, signer)
         if command.name == "revoke":
             return self._revoke(signer, args.get("name"), keyring)
         if command.name == "set-recovery":
             return self._set_recovery(signer, args.get("identity"))
         raise CommandRefused(f"refused: unknown command {command.name[:40]!r}")
+
+    def _watch(self, command: proto.Command, signer: Recipient) -> dict[str, Any]:
+        if self._live is None or self._live_topic is None:
+            raise CommandRefused("refused: live view needs the doorbell's broker")
+        try:
+            if command.name == "live":
+                return self._live.start(signer, self._live_topic(command.nonce))
+            session = command.args.get("session")
+            if command.name == "live-renew":
+                return self._live.renew(session, signer)
+            return self._live.stop(session, signer)
+        except LiveRefused as exc:
+            raise CommandRefused(str(exc)) from None
 
     def _revoke(self, signer: Recipient, name: Any, keyring: Keyring) -> dict[str, Any]:
         if not isinstance(name, str):

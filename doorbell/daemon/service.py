@@ -28,6 +28,7 @@ from doorbell.config import Settings
 from doorbell.daemon.commands import PhoneCommands
 from doorbell.daemon.control import SOCKET_NAME, ControlServer, Mailbox
 from doorbell.daemon.enrolment import Broker, Enrolments
+from doorbell.daemon.live import LiveSessions
 from doorbell.daemon.notify import SystemdNotifier
 from doorbell.events.recorder import RecorderRules
 from doorbell.events.routing import ClipRouter, Delivery, Retention
@@ -161,6 +162,7 @@ class Doorbell:
         self._mqtt: MqttLink | None = None
         self._enrolments: Enrolments | None = None
         self._commands: PhoneCommands | None = None
+        self._live: LiveSessions | None = None
         # The current stream's init segment, and the phones (raw keys) it was sealed to:
         # sealed again before anything else of the stream once the keyring gains a phone.
         self._stream_init: Delivery | None = None
@@ -207,13 +209,23 @@ class Doorbell:
             self._publish_keyring,
         )
         if self._mqtt is not None:
+            link = self._mqtt
+            device = load_device_key(settings.state_dir)[0]
+            self._live = LiveSessions(
+                device,
+                settings.live,
+                lambda topic, payload: link.publish(topic, payload, qos=0),
+            )
             self._commands = PhoneCommands(
-                load_device_key(settings.state_dir)[0],
+                device,
                 KeyringStore(settings.state_dir),
                 self._enrolments,
-                self._mqtt.publish,
+                link.publish,
                 self._publish_keyring,
-                self._mqtt.topics.answer,
+                link.topics.answer,
+                live=self._live,
+                live_topic=link.topics.live,
+                allow_guests=settings.live.allow_guests,
             )
         self._install_signals()
         gpio = settings.gpio
@@ -340,7 +352,8 @@ class Doorbell:
                 behind = False
                 with self._queue_lock:
                     self._queued_frames += 1
-                self._inbox.put(("frame", unit))
+                # When the frame left the encoder, for live view's latency figures.
+                self._inbox.put(("frame", unit, time.time_ns() // 1000))
         except Exception as exc:  # the camera failing must stop us visibly, not silently
             log.exception("the camera source failed")
             self._inbox.put(("source-ended", f"camera source failed: {exc}"))
@@ -362,6 +375,8 @@ class Doorbell:
                 self._dispatch(("guest-expired",))
             if self._enrolments is not None and self._enrolments.open_windows:
                 self._enrolments.tick()
+            if self._live is not None and self._live.active:
+                self._live.tick()
             if (self._backlog or self._unannounced) and now >= self._next_retry:
                 # At most once a second: each try costs a seal and a write.
                 self._next_retry = now + BACKLOG_RETRY_SECONDS
@@ -381,7 +396,7 @@ class Doorbell:
         if kind == "frame":
             with self._queue_lock:
                 self._queued_frames -= 1
-            self._on_frame(item[1])
+            self._on_frame(item[1], item[2])
         elif kind == "trigger":
             self._on_trigger(item[1], item[2])
         elif kind == "command":
@@ -496,7 +511,7 @@ class Doorbell:
             except queue.Empty:
                 return
             if item[0] == "frame" and self._segmenter is not None:
-                self._on_frame(item[1])
+                self._on_frame(item[1], item[2])
             elif item[0] == "trigger":
                 # A press just before the stop is a ring like any other: its event and
                 # clip-end are sealed before the daemon exits.
@@ -506,7 +521,7 @@ class Doorbell:
 
     # -- media -----------------------------------------------------------------------------
 
-    def _on_frame(self, unit: AccessUnit) -> None:
+    def _on_frame(self, unit: AccessUnit, capture_us: int) -> None:
         self._counters.frames += 1
         self._last_frame = self._clock()
         self._last_unit = unit
@@ -519,9 +534,13 @@ class Doorbell:
         assert self._segmenter is not None
         for segment in self._segmenter.feed(unit):
             self._on_segment(segment)
+        if self._live is not None:
+            self._live.frame(unit, capture_us)
 
     def _on_segment(self, segment: InitSegment | MediaSegment) -> None:
         if isinstance(segment, InitSegment):
+            if self._live is not None:
+                self._live.new_stream(segment)
             self._deliver_all(self._router.new_stream(segment))
         else:
             self._deliver_all(self._router.segment(segment))
@@ -820,6 +839,8 @@ class Doorbell:
             "sinks": {u.sink.name: dataclasses.asdict(u.status()) for u in self._uploaders},
             "mqtt": None if self._mqtt is None else self._mqtt.status(),
             "enrolment_windows": 0 if self._enrolments is None else self._enrolments.open_windows,
+            "live_sessions": 0 if self._live is None else self._live.active,
+            "live_fragments": 0 if self._live is None else self._live.counts["fragments"],
         }
 
 

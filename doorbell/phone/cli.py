@@ -13,6 +13,7 @@ from doorbell.phone.chain import verify_source
 from doorbell.phone.enrol import EnrolError, EnrolOptions, enrol
 from doorbell.phone.export import verify_and_export
 from doorbell.phone.home import Broker, PhoneHome, default_home
+from doorbell.phone.live import watch_live
 from doorbell.phone.manage import (
     Access,
     ManageError,
@@ -190,6 +191,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(run=_recovery_create)
 
+    live_ = commands.add_parser(
+        "live",
+        parents=[access],
+        help="watch the doorbell's camera now, end-to-end encrypted to this phone",
+    )
+    live_.add_argument(
+        "--out", type=Path, metavar="FILE", help="write the fragmented MP4 here ('-': stdout)"
+    )
+    live_.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
+    live_.add_argument("--stats", action="store_true", help="first-frame time and latency")
+    live_.set_defaults(run=_live)
+
     recover = commands.add_parser(
         "recover",
         help="rebuild this phone from the recovery words (read from standard input)",
@@ -241,6 +254,20 @@ def _revoke(home: PhoneHome, args: argparse.Namespace) -> int:
 def _recovery_create(home: PhoneHome, args: argparse.Namespace) -> int:
     screen = Screen(sys.stdout, args.json)
     return _managing(lambda: create_recovery(home, _access(args), screen))
+
+
+def _live(home: PhoneHome, args: argparse.Namespace) -> int:
+    to_stdout = args.out is None or str(args.out) == "-"
+    # With the video on stdout, what the phone says goes to stderr.
+    screen = Screen(sys.stderr if to_stdout else sys.stdout, args.json)
+    if args.seconds is not None and not args.seconds > 0:
+        print("doorbell-phone: --seconds must be more than 0", file=sys.stderr)
+        return EXIT_USAGE
+    return _managing(
+        lambda: watch_live(
+            home, _access(args), args.out, args.seconds, screen, show_stats=args.stats
+        )
+    )
 
 
 def _recover(home: PhoneHome, args: argparse.Namespace) -> int:

@@ -57,7 +57,9 @@ class Screen:
 class Remote:
     """One doorbell as this phone reaches it: signed commands out, signed answers in."""
 
-    def __init__(self, home: PhoneHome, access: Access) -> None:
+    def __init__(
+        self, home: PhoneHome, access: Access, max_payload: int = proto.MAX_ANSWER
+    ) -> None:
         brokers = home.brokers()
         if not brokers:
             raise ManageError(
@@ -78,11 +80,12 @@ class Remote:
                 password_file=access.password_file,
                 ca_file=access.ca_file,
                 topics=[],
-                max_payload=proto.MAX_ANSWER,
+                max_payload=max_payload,
             )
         except ClientSetupError as exc:
             raise ManageError(str(exc)) from None
         self._prefix = f"{self.broker.prefix}/{self.device.device_id.hex()[:16]}"
+        self._stash: list[tuple[str, bytes]] = []
 
     def __enter__(self) -> Remote:
         try:
@@ -94,11 +97,26 @@ class Remote:
     def __exit__(self, *exc: object) -> None:
         self._session.close()
 
-    def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    @property
+    def prefix(self) -> str:
+        """The doorbell's topics under the broker: ``<prefix>/<device id>``."""
+        return self._prefix
+
+    def subscribe(self, topic: str) -> None:
+        if self._session.client.subscribe(topic, qos=0)[0] != paho.MQTT_ERR_SUCCESS:
+            raise ManageError(f"cannot subscribe at {self._session.address}")
+
+    def next_message(self, deadline: float) -> tuple[str, bytes] | None:
+        """The next message on another subscription than an answer's (live fragments)."""
+        if self._stash:
+            return self._stash.pop(0)
+        return self._session.next(deadline)
+
+    def call(self, name: str, args: dict[str, Any], nonce: bytes | None = None) -> dict[str, Any]:
         """Send one signed command and return the doorbell's answer; Refused when it
         says no, ManageError when it does not answer."""
         payload, nonce = proto.sign_command(
-            self._signing, self.device.device_id, name, args, time.time()
+            self._signing, self.device.device_id, name, args, time.time(), nonce
         )
         answer_topic = f"{self._prefix}/{proto.ANSWER_LEAF}/{nonce.hex()}"
         client = self._session.client
@@ -118,6 +136,8 @@ class Remote:
                     )
                 topic, raw = received
                 if topic != answer_topic:
+                    if not topic.startswith(f"{self._prefix}/{proto.ANSWER_LEAF}/"):
+                        self._stash.append(received)  # a live fragment, kept for its reader
                     continue
                 try:
                     body = proto.open_answer(raw, self.device, nonce, self._identity)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ MAX_VIEWERS = 16
 MAX_SESSION = 1024 * 1024  # a session object, init segment included
 MAX_FRAGMENT = 4 * 1024 * 1024  # one ~100 ms chunk; a keyframe of a 1080p stream fits
 KEYFRAME = 0x01
+END = 0x02  # the session's last fragment: no media, the doorbell ended it
 _RECIPIENT_CONTEXT = b"doorbell/v1 live recipient\0"
 _HPKE_INFO_CONTEXT = b"doorbell/v1 live key\0"
 _SESSION_CONTEXT = b"doorbell live session v1\0"
@@ -75,6 +77,7 @@ class Fragment:
     capture_us: int
     keyframe: bool
     data: bytes
+    end: bool = False
 
 
 class LiveSealer:
@@ -87,9 +90,16 @@ class LiveSealer:
         self._counter = 0  # the session object used nonce 0
 
     def seal(self, data: bytes | memoryview, capture_us: int, keyframe: bool) -> bytes:
+        return self._seal(KEYFRAME if keyframe else 0, capture_us, data)
+
+    def end(self) -> bytes:
+        """The session's last fragment: it says the doorbell ended the session."""
+        return self._seal(END, int(time.time() * 1_000_000), b"")
+
+    def _seal(self, flags: int, capture_us: int, data: bytes | memoryview) -> bytes:
         self._counter += 1
         head = _FRAGMENT_HEAD.pack(FRAGMENT_MAGIC, VERSION, 0, self.session, self._counter)
-        inner = _INNER.pack(KEYFRAME if keyframe else 0, capture_us) + bytes(data)
+        inner = _INNER.pack(flags, capture_us) + bytes(data)
         body = head + self._aead.encrypt(_nonce(self._counter), inner, head)
         return body + self._device.sign(_FRAGMENT_CONTEXT + hashlib.sha256(body).digest())
 
@@ -160,10 +170,16 @@ class ViewerSession:
         except InvalidTag:
             raise LiveError("forged: signed, yet does not decrypt") from None
         flags_inner, capture_us = _INNER.unpack_from(inner)
-        if flags_inner & ~KEYFRAME:
+        if flags_inner & ~(KEYFRAME | END):
             raise LiveError("malformed: unknown fragment flags")
         self.last = counter
-        return Fragment(counter, capture_us, bool(flags_inner & KEYFRAME), inner[_INNER.size :])
+        return Fragment(
+            counter,
+            capture_us,
+            bool(flags_inner & KEYFRAME),
+            inner[_INNER.size :],
+            bool(flags_inner & END),
+        )
 
 
 def open_session(

@@ -60,6 +60,7 @@ ProblemHook = Callable[[str], None]
 ENROL_LEAF = "enroll"
 COMMAND_LEAF = "command"
 ANSWER_LEAF = "answer"
+LIVE_LEAF = "live"
 _WINDOW_ID = re.compile(r"[0-9a-f]{16}")
 # An enrolment message is a few KiB; anything larger is not one (PROTOCOL.md section 3).
 # It is the largest message the link can legitimately receive (its other subscription
@@ -106,6 +107,10 @@ class DeviceTopics:
     def answer(self, nonce: bytes) -> str:
         """Where the answer to the command with ``nonce`` goes."""
         return self._leaf(f"{ANSWER_LEAF}/{nonce.hex()}")
+
+    def live(self, nonce: bytes) -> str:
+        """Where the live session the command with ``nonce`` asked for is sent."""
+        return self._leaf(f"{LIVE_LEAF}/{nonce.hex()}")
 
     def enrolment_window(self, topic: str) -> str | None:
         """The window id of a topic ``enrolment`` matches, or None."""
@@ -190,9 +195,10 @@ class MqttLink:
             topics.append(self.topics.command)
         return topics
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Publish one message (QoS 1, not retained) if connected; dropped otherwise."""
-        self._publish_now(topic, payload, retain=False)
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish one message (not retained) if connected; dropped otherwise. Live view
+        sends at QoS 0: a late frame is worth less than the next one."""
+        self._publish_now(topic, payload, retain=False, qos=qos)
 
     def start(self) -> None:
         """Configure the client and let paho connect in the background; never blocks."""
@@ -305,12 +311,12 @@ class MqttLink:
         if self.discovery_enabled:
             self._publish_now(self.discovery.motion_topic, ha.motion_payload(on), retain=True)
 
-    def _publish_now(self, topic: str, payload: bytes, *, retain: bool) -> None:
+    def _publish_now(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
         client = self._client
         if client is None or not self._online.is_set():
             log.debug("MQTT: not connected, %s not published", topic)
             return
-        client.publish(topic, payload, qos=1, retain=retain)
+        client.publish(topic, payload, qos=qos, retain=retain)
 
     def status(self) -> dict[str, Any]:
         return {
