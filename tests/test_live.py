@@ -193,3 +193,20 @@ def test_a_ring_during_live_view_still_makes_its_clip(doorbell: DaemonRig, tmp_p
     assert watching.returncode == 0 and summary["frames"] > 0
     result, _ = doorbell.verify()
     assert result.ok
+
+
+def test_a_player_that_goes_away_ends_the_session_cleanly(
+    doorbell: DaemonRig, tmp_path: Path
+) -> None:
+    """`doorbell-phone live --out - | player`: the player closing is the end, no traceback."""
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "doorbell.phone", "--home", str(tmp_path / "owner"), "live",
+         "--out", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert watching.stdout is not None
+    assert watching.stdout.read(1000)  # the player reads a little, then quits
+    watching.stdout.close()
+    _, err = watching.communicate(timeout=30)
+    assert b"the player stopped reading" in err and b"Traceback" not in err
+    wait_for(lambda: doorbell.status()["live_sessions"] == 0, 10, "the session to end")

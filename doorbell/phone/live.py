@@ -83,6 +83,8 @@ def watch_live(
         try:
             sink.write(init)
             _stream(remote, session, topic, sink, seconds, stats)
+        except BrokenPipeError:
+            stats.ended_by = "the player stopped reading"
         finally:
             if sink is not sys.stdout.buffer:
                 sink.close()
@@ -155,8 +157,12 @@ def _stream(
         if not keyframed and not fragment.keyframe:
             continue  # a player needs a keyframe first
         keyframed = True
-        sink.write(fragment.data)
-        sink.flush()
+        try:
+            sink.write(fragment.data)
+            sink.flush()
+        except BrokenPipeError:
+            stats.ended_by = "the player stopped reading"
+            return
         stats.frames += 1
         if stats.first_frame_s is None:
             stats.first_frame_s = time.perf_counter() - stats.started
