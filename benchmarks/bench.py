@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +67,9 @@ from benchmarks.delivery import TARGETS as DELIVERY_TARGETS
 from benchmarks.delivery import DeliveryPlan, measure_delivery
 from benchmarks.enrolment import TARGETS as ENROLMENT_TARGETS
 from benchmarks.enrolment import measure_enrolment
+from benchmarks.live import FIGURES as LIVE_FIGURES
+from benchmarks.live import TARGETS as LIVE_TARGETS
+from benchmarks.live import LivePlan, measure_live
 from benchmarks.phone import FLOORS as PHONE_FLOORS
 from benchmarks.phone import TARGETS as PHONE_TARGETS
 from benchmarks.phone import PhonePlan, measure_phone
@@ -91,6 +94,7 @@ TARGETS = {
     **DELIVERY_TARGETS,
     **PHONE_TARGETS,
     **ENROLMENT_TARGETS,
+    **LIVE_TARGETS,
 }
 FLOORS = DELIVERY_FLOORS | PHONE_FLOORS  # targets to reach; the others not to exceed
 # What the sealer feeds the primitives (docs/FORMAT.md): AES-GCM's associated data is
@@ -115,6 +119,7 @@ class Plan:
     delivery: DeliveryPlan  # presses, rings and the backlog of the delivery figures
     phone: PhonePlan  # the objects in the phone's small and large folder
     enrolments: int = 3  # phones enrolled over the network, one after another
+    live: LivePlan = field(default_factory=LivePlan)  # viewers, watching, CPU windows
 
 
 FULL = Plan(
@@ -137,6 +142,7 @@ QUICK = Plan(
     delivery=DeliveryPlan(presses=5, bucket_rings=1, backlog_bytes=16 * MIB),
     phone=PhonePlan(small=20, large=200, runs=1),
     enrolments=1,
+    live=LivePlan(viewers=1, watch_seconds=2.0, windows=1, window_seconds=2.0),
 )
 
 
@@ -515,6 +521,7 @@ def run(plan: Plan) -> dict[str, Any]:
         delivery = measure_delivery(plan.delivery, workdir)
         phone = measure_phone(plan.phone, workdir)
         enrolment = measure_enrolment(workdir, plan.enrolments) if MOSQUITTO.exists() else None
+        live = measure_live(plan.live, workdir) if MOSQUITTO.exists() else None
     floor_ms = (
         prims["aes_gcm_ms"]
         + prims["sha256_ms"]
@@ -580,6 +587,8 @@ def run(plan: Plan) -> dict[str, Any]:
         if enrolment is None
         else enrolment.headline()["enroll_to_first_object_s"],
         "enrolment": None if enrolment is None else enrolment.details(),
+        **(dict.fromkeys(LIVE_FIGURES) if live is None else live.headline()),
+        "live": None if live is None else live.details(),
         "targets": dict(TARGETS),
         "meets_targets": {
             "seal_overhead": overhead <= TARGETS["seal_overhead"],
@@ -594,6 +603,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "enroll_to_first_object_s": None
             if enrolment is None
             else enrolment.meets_targets()["enroll_to_first_object_s"],
+            **(dict.fromkeys(LIVE_TARGETS) if live is None else live.meets_targets()),
         },
     }
 
@@ -710,6 +720,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         *enrolment_lines(report["enrolment"]),
         "",
+        *live_lines(report["live"]),
+        "",
         verdict("seal_overhead"),
         verdict("seal_vs_age_cpu"),
         verdict("seal_vs_age_minisign_cpu"),
@@ -721,8 +733,39 @@ def render(report: dict[str, Any]) -> str:
         verdict("phone_verify_rss_ratio"),
         verdict("phone_verify_vs_open"),
         verdict("enroll_to_first_object_s", 2),
+        verdict("live_first_frame_s", 2),
+        f"{'live_latency_ms_p50':<26}"
+        + (
+            "not measured"
+            if report["live_latency_ms_p50"] is None
+            else f"{report['live_latency_ms_p50']:.1f}"
+        ),
+        verdict("live_latency_ms_p99", 1),
+        verdict("live_cpu_share"),
     ]
     return "\n".join(lines)
+
+
+def live_lines(live: dict[str, Any] | None) -> list[str]:
+    """Live view: first frames, latency, and the daemon's extra CPU for one viewer."""
+    if live is None:
+        return ["Live view: not measured (no mosquitto: apt-get install mosquitto)"]
+    with_s, without_s = live["cpu_with_viewer_s"], live["cpu_without_viewer_s"]
+    return [
+        f"Live view, 1280x720 30 fps replayed H.264, Mosquitto on loopback, {live['viewers']} "
+        "viewer(s) one after another",
+        "  first frame (s, from `doorbell-phone live` starting): "
+        + ", ".join(f"{v:.2f}" for v in live["first_frame_s"]),
+        "  latency p50 / p99 (ms, frame out of the encoder to decrypted on the phone): "
+        + ", ".join(
+            f"{a:.1f}/{b:.1f}"
+            for a, b in zip(live["latency_ms_p50"], live["latency_ms_p99"], strict=True)
+        ),
+        f"  daemon CPU per {live['window_seconds']:g} s window, with a viewer: "
+        + ", ".join(f"{v:.2f}" for v in with_s)
+        + "; without: "
+        + ", ".join(f"{v:.2f}" for v in without_s),
+    ]
 
 
 def enrolment_lines(enrolment: dict[str, Any] | None) -> list[str]:

@@ -97,6 +97,11 @@ def test_top_level_keys(report: dict[str, Any]) -> None:
         "phone",
         "enroll_to_first_object_s",
         "enrolment",
+        "live_first_frame_s",
+        "live_latency_ms_p50",
+        "live_latency_ms_p99",
+        "live_cpu_share",
+        "live",
         "targets",
         "meets_targets",
     }
@@ -164,6 +169,9 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
         "phone_verify_rss_ratio": 1.2,
         "phone_verify_vs_open": 0.8,
         "enroll_to_first_object_s": 2.0,
+        "live_first_frame_s": 1.0,
+        "live_latency_ms_p99": 150.0,
+        "live_cpu_share": 0.02,
     }
     assert isinstance(report["meets_targets"]["seal_overhead"], bool)
     if shutil.which("age") and shutil.which("age-keygen"):
@@ -260,3 +268,14 @@ def test_enrolment(report: dict[str, Any]) -> None:
     table = render(report)
     assert "the first object sealed to it was in the bucket" in table
     assert "enroll_to_first_object_s" in table
+
+
+def test_live(report: dict[str, Any]) -> None:
+    """One viewer (the quick plan): it saw frames, soon, and the figures are its own."""
+    live = report["live"]
+    assert live["viewers"] == 1 and live["frames"][0] > 10
+    assert 0 < report["live_first_frame_s"] < 10
+    assert 0 < report["live_latency_ms_p50"] <= report["live_latency_ms_p99"] < 5000
+    assert report["live_first_frame_s"] == max(live["first_frame_s"])
+    for key in ("live_first_frame_s", "live_latency_ms_p99", "live_cpu_share"):
+        assert isinstance(report["meets_targets"][key], bool), key

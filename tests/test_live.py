@@ -210,3 +210,39 @@ def test_a_player_that_goes_away_ends_the_session_cleanly(
     _, err = watching.communicate(timeout=30)
     assert b"the player stopped reading" in err and b"Traceback" not in err
     wait_for(lambda: doorbell.status()["live_sessions"] == 0, 10, "the session to end")
+
+
+def test_a_flood_of_live_requests_gets_at_most_max_viewers_sessions(
+    doorbell: DaemonRig, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """An owner's phone (or whoever holds its key) sends 60 live requests at once: the
+    doorbell starts at most live.max_viewers sessions and refuses or drops the rest."""
+    home = PhoneHome(tmp_path / "owner")
+    device = load_device_key(doorbell.state)[0].public_key
+    prefix = f"doorbell/{device.device_id.hex()[:16]}"
+    listener = Listener(mosquitto, f"{prefix}/answer/#")
+    try:
+        nonces = []
+        for _ in range(60):
+            payload, nonce = proto.sign_command(
+                home.signing_key(), device.device_id, "live", {}, time.time()
+            )
+            listener.client.publish(f"{prefix}/command", payload, qos=1)
+            nonces.append(nonce)
+        # 30 a signer are answered in 10 s (the rest dropped): 4 sessions, 26 refusals.
+        listener.wait("the answers", lambda ms: len(ms) >= 30, 20)
+        answers = [
+            proto.open_answer(m.payload, device, bytes.fromhex(m.topic.rsplit("/", 1)[1]),
+                              home.identity())
+            for m in listener.messages
+        ]  # fmt: skip
+    finally:
+        listener.close()
+    started = [a for a in answers if a["ok"]]
+    refused = [a for a in answers if not a["ok"]]
+    assert len(started) == 4  # live.max_viewers, the default
+    assert len(refused) == 26
+    assert all("the most live.max_viewers allows" in str(a["reason"]) for a in refused)
+    assert doorbell.status()["live_sessions"] == 4
+    # Nobody renews them: they end by themselves.
+    wait_for(lambda: doorbell.status()["live_sessions"] == 0, 15, "the sessions to end")

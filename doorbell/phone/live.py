@@ -32,6 +32,8 @@ class LiveStats:
     dropped: int = 0  # counters skipped: fragments the broker did not deliver
     rejected: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    catch_up: int = 0  # frames from before the session began (the GOP it starts with)
+    skipped: int = 0  # frames not shown while waiting for a keyframe after a loss
     ended_by: str = ""
 
     def percentile(self, share: float) -> float | None:
@@ -46,7 +48,9 @@ class LiveStats:
             "first_frame_s": self.first_frame_s,
             "latency_ms_p50": self.percentile(0.5),
             "latency_ms_p99": self.percentile(0.99),
+            "catch_up_frames": self.catch_up,
             "dropped": self.dropped,
+            "skipped": self.skipped,
             "rejected": dict(self.rejected),
             "ended": self.ended_by,
         }
@@ -123,6 +127,7 @@ def _stream(
     stats: LiveStats,
 ) -> None:
     end = None if seconds is None else time.monotonic() + seconds
+    started_us = int(session.details.get("started_us", 0))
     next_renewal = time.monotonic() + RENEW_EVERY
     keyframed = False
     while True:
@@ -150,11 +155,17 @@ def _stream(
         except proto.LiveError as exc:
             stats.rejected[str(exc).split(":")[0]] += 1
             continue
-        stats.dropped += fragment.counter - before - 1
+        lost = fragment.counter - before - 1
+        stats.dropped += lost
         if fragment.end:
             stats.ended_by = "the doorbell ended the session"
             return
+        if lost:
+            # Frames after a lost one would decode into garbage: wait for the next
+            # keyframe, which repairs the picture.
+            keyframed = False
         if not keyframed and not fragment.keyframe:
+            stats.skipped += 1
             continue  # a player needs a keyframe first
         keyframed = True
         try:
@@ -166,4 +177,9 @@ def _stream(
         stats.frames += 1
         if stats.first_frame_s is None:
             stats.first_frame_s = time.perf_counter() - stats.started
-        stats.latencies_ms.append((time.time_ns() // 1000 - fragment.capture_us) / 1000)
+        if fragment.capture_us < started_us:
+            # The GOP the session starts with was captured before anyone asked: how old
+            # it is says nothing about how late live frames arrive.
+            stats.catch_up += 1
+        else:
+            stats.latencies_ms.append((time.time_ns() // 1000 - fragment.capture_us) / 1000)
