@@ -67,6 +67,12 @@ def test_a_phone_watches_live_and_the_file_plays(doorbell: DaemonRig, tmp_path: 
     summary = _summary(watching)
     assert watching.returncode == 0
     frames = _decode(out)
+    # ffmpeg itself, as a player would, reads it without a single error.
+    check = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0 and check.stderr == "", check.stderr
     # 3 s of the 15 fps test camera, from the GOP's keyframe on.
     assert len(frames) >= 25 and summary["frames"] == len(frames)
     assert summary["rejected"] == {} and summary["first_frame_s"] < 3
