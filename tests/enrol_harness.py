@@ -123,3 +123,12 @@ def join(rig: DaemonRig, home: Path, *options: str) -> None:
     owner.stdin.flush()
     shown.wait_for("enrolled")
     assert finish(owner) == 0 and finish(joining) == 0
+
+
+def owned_doorbell(root: Path, mosquitto: Mosquitto) -> Iterator[DaemonRig]:
+    """A running doorbell whose first phone, ``owner`` (in ``root/owner``), joined over
+    the network; killed at the end."""
+    rig = broker_rig(root / "doorbell", mosquitto, enrol=False)
+    for running in started(rig):
+        join(running, root / "owner", "--name", "owner")
+        yield running

@@ -23,7 +23,7 @@ from doorbell.sealing import PhoneSigningKey, live, load_device_key
 from doorbell.sealing import commands as proto
 
 pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness")
-from enrol_harness import broker_rig, join, phone_command, started  # noqa: E402
+from enrol_harness import join, owned_doorbell, phone_command  # noqa: E402
 from mqtt_fixture import Listener, Mosquitto  # noqa: E402
 
 pytest_plugins = ["mqtt_fixture"]
@@ -31,9 +31,8 @@ pytest_plugins = ["mqtt_fixture"]
 
 @pytest.fixture
 def doorbell(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[DaemonRig]:
-    rig = broker_rig(tmp_path / "doorbell", mosquitto, enrol=False)
-    for running in started(rig):
-        join(running, tmp_path / "owner", "--name", "owner")
+    """A doorbell whose first phone, ``owner``, joined over the network."""
+    for running in owned_doorbell(tmp_path, mosquitto):
         running.wait_preroll()
         yield running
 

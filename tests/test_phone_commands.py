@@ -25,12 +25,10 @@ from doorbell.sealing import commands as proto
 pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness")
 from enrol_harness import (  # noqa: E402
     Lines,
-    broker_rig,
     finish,
-    join,
     new_phone,
+    owned_doorbell,
     phone_command,
-    started,
 )
 from mqtt_fixture import Listener, Mosquitto  # noqa: E402
 
@@ -40,10 +38,7 @@ pytest_plugins = ["mqtt_fixture"]
 @pytest.fixture
 def doorbell(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[DaemonRig]:
     """A doorbell whose first phone, ``owner``, joined over the network."""
-    rig = broker_rig(tmp_path / "doorbell", mosquitto, enrol=False)
-    for running in started(rig):
-        join(running, tmp_path / "owner", "--name", "owner")
-        yield running
+    yield from owned_doorbell(tmp_path, mosquitto)
 
 
 def _invite(owner: Path, guest: Path, *options: str) -> tuple[int, list[dict[str, object]]]:

@@ -69,19 +69,13 @@ class PhoneHome:
         return self.directory / IDENTITY
 
     def init(self, suite: Suite) -> RecipientPrivateKey:
-        if self.identity_path.exists():
-            raise KeyFileError(f"{self.identity_path} already exists; this phone already has a key")
-        try:
-            self._private()
-        except OSError as exc:
-            raise KeyFileError(f"cannot create {self.directory}: {exc.strerror}") from None
         identity = RecipientPrivateKey.generate(suite)
-        save_key_file(self.directory / SIGNING, PhoneSigningKey.generate().to_string())
-        save_key_file(self.identity_path, identity.to_string())
+        self.adopt(identity, PhoneSigningKey.generate())
         return identity
 
     def adopt(self, identity: RecipientPrivateKey, signing: PhoneSigningKey) -> None:
-        """Make this empty home hold ``identity`` and ``signing`` (a restored recovery key)."""
+        """Make this empty home hold ``identity`` and ``signing`` (new keys, or a restored
+        recovery key)."""
         if self.identity_path.exists():
             raise KeyFileError(f"{self.identity_path} already exists; this phone already has a key")
         try:
