@@ -33,10 +33,17 @@ from doorbell.phone.enrol import EnrolOptions, enrol
 from doorbell.phone.export import export_clips
 from doorbell.phone.home import PhoneHome
 from doorbell.phone.objects import DirectorySource
-from doorbell.sealing import KeyringStore, Suite, load_device_key, prepare_state_dir
+from doorbell.sealing import (
+    KeyringStore,
+    Suite,
+    load_device_key,
+    prepare_state_dir,
+    write_atomic,
+)
 
 PHONE_NAME = "demo-phone"
 PRE_ROLL = 4.0
+WORDS_FILE = "recovery-words.txt"  # the demo doorbell's recovery key, for the web phone
 POST_ROLL = 4.0
 SEGMENT = 2.0
 
@@ -168,7 +175,28 @@ def _run(
         )
     for line in report.skipped:
         print(f"  skipped     {line}", file=out)
+    _web_phone_hint(directory, bucket, out)
     return 0 if code == 0 and result.ok and report.clips and not report.skipped else 1
+
+
+def _web_phone_hint(directory: Path, bucket: Path, out: TextIO) -> None:
+    """How to open this footage in the web phone: as the demo doorbell's recovery key."""
+    words = directory / WORDS_FILE
+    if not words.exists():
+        print("  web phone   needs the recovery key of an enrolment over the network: "
+              "install mosquitto and run the demo in a new folder", file=out)  # fmt: skip
+        return
+    device, _ = load_device_key(directory / "doorbell")
+    print(
+        "\nOpen this footage in the web phone (it decrypts only in your browser):\n"
+        "  1. doorbell-phone web          (then open the address it prints)\n"
+        "  2. Restore from recovery words: paste the words in\n"
+        f"       {words}\n"
+        "     and the doorbell's key\n"
+        f"       {device.public_key.to_string()}\n"
+        f"  3. Clips, Open a folder: {bucket}",
+        file=out,
+    )
 
 
 def _enrol_over_the_network(
@@ -216,6 +244,13 @@ def _enrol_over_the_network(
         "trusts the doorbell",
         file=out,
     )
+    for line in said.getvalue().splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        if "words" in record:
+            # A demo's own throwaway doorbell: its recovery words are kept beside it so the
+            # web phone can open its footage. A real doorbell's words live only on paper.
+            words = " ".join(record["words"])
+            write_atomic(home.directory.parent / WORDS_FILE, f"{words}\n".encode(), mode=0o600)
 
 
 def _status(daemon: subprocess.Popen[bytes], socket_path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import av
 import pytest
 from daemon_harness import mp4_boxes
+from enrol_harness import phone_command
 
 from doorbell.demo import PRE_ROLL, SEGMENT
 from doorbell.phone.chain import verify_source
@@ -37,7 +39,29 @@ def test_demo_succeeds_and_says_what_it_did(demo: Demo) -> None:
     assert "Traceback" not in run.stderr
     for words in ("device key", "rang", "stopped", "verified", "exported", "before the ring"):
         assert words in run.stdout
-    assert {p.name for p in directory.iterdir()} == {"doorbell", "phone", "bucket", "clips"}
+    names = {p.name for p in directory.iterdir()}
+    assert names == {"doorbell", "phone", "bucket", "clips", "recovery-words.txt"}
+
+
+def test_demo_ends_with_how_to_open_its_footage_in_the_web_phone(demo: Demo) -> None:
+    """The words it keeps are the recovery key its phone's enrolment made: a phone restored
+    from them (as the web phone restores) reads the demo's footage."""
+    directory, run = demo
+    words_file = directory / "recovery-words.txt"
+    assert stat.S_IMODE(words_file.stat().st_mode) == 0o600
+    words = words_file.read_text().split()
+    assert len(words) == 24
+    assert "doorbell-phone web" in run.stdout and str(words_file) in run.stdout
+    device_line = next(line for line in run.stdout.splitlines() if "dbdev-ed25519-" in line)
+    device = device_line.split()[-1]
+    home = directory / "restored"
+    code, _, stderr = phone_command(
+        home, "recover", "--device", device, "--json", stdin=" ".join(words)
+    )
+    assert code == 0, stderr
+    result = verify_source(DirectorySource(directory / "bucket"), PhoneHome(home).reader())
+    assert result.ok, [str(f) for f in result.problems]
+    assert any(e.contents is not None and e.contents.kind.name == "EVENT" for e in result.entries)
 
 
 def test_the_clip_holds_the_pre_roll_and_decodes(demo: Demo) -> None:
