@@ -1,0 +1,264 @@
+// Sealed events and keyrings live from the MQTT broker, opened here (doorbell/phone/watch.py,
+// Watcher.handle). Every message is hostile input: the broker, and anyone who may publish on
+// it, can send anything on any topic. A message is size-checked, then verified against the
+// pinned doorbells and opened; whatever fails goes to onRejected naming the topic and the
+// reason (`why`: the watcher's own short phrase, never text from the wire, so a flood of any
+// variety can be summarised by kind).
+
+import { equal, toHex } from './bytes.js';
+import { checkContents } from './format/object.js';
+import { NOTHING, knownKeyring, merged, sameRemembered, seqsAsRuns } from './chain/memory.js';
+import { epochRollback, sameKeyring, stanzaMismatch } from './chain/rules.js';
+
+// The largest message a doorbell publishes is an event with a JPEG snapshot (watch.py says
+// how big one can be); anything bigger is not from a doorbell.
+export const MAX_MESSAGE = 8 * 1024 * 1024;
+// (device, seq) pairs remembered for duplicate and fork detection.
+export const MAX_REMEMBERED = 65536;
+const EVENT_LEAF = 'event';
+const KEYRING_LEAF = 'keyring';
+const KIND_EVENT = 3;
+const KIND_KEYRING = 5;
+const DEVICE = /^[0-9a-f]{16}$/;
+const EVENT_TYPE = /^[a-z][a-z0-9_-]{0,31}$/;
+const CLIP_ID = /^[0-9a-f]{32}$/;
+const KIND_NAMES = { 1: 'INIT', 2: 'SEGMENT', 3: 'EVENT', 4: 'NOTICE', 5: 'KEYRING' };
+
+// What a message that fails to open is, by the reader's error code.
+const SEALING_REASONS = {
+  malformed: 'not a well-formed sealed object',
+  forged: 'a device signature that does not verify',
+  untrusted: 'from a doorbell this phone does not trust',
+  'not-for-us': 'not sealed for this phone',
+  unopenable: 'does not decrypt',
+};
+export const FORKED = 'FORK: a forked chain (a copied or restored doorbell state, or a stolen device key)';
+
+/** `(device16, leaf)` of a topic under `prefix`, or null when it is not one of ours. */
+export function splitTopic(prefix, topic) {
+  const head = `${prefix}/`;
+  if (!topic.startsWith(head)) return null;
+  const parts = topic.slice(head.length).split('/');
+  if (parts.length !== 2 || !DEVICE.test(parts[0])) return null;
+  return parts;
+}
+
+const MAX_DATE_MS = 253402300799999; // 9999-12-31T23:59:59.999Z, the last date Python has
+const MIN_DATE_MS = -62135596800000; // 0001-01-01T00:00:00Z
+
+export class Watcher {
+  /**
+   * @param {object} options
+   * @param options.reader the reader of format/object.js, trusting the pinned doorbells
+   * @param options.memory a PhoneMemory (chain/memory.js), or null to remember for this run only
+   * @param options.doorbells [{deviceIdHex, devicePublicKey, name?}]
+   * @param options.ownKey this phone's public key (raw bytes), to tell its own keyring entry
+   */
+  constructor({ reader, memory = null, doorbells = [], ownKey = null, onEvent, onKeyring, onRejected, onRemembered }) {
+    this.reader = reader;
+    this.memory = memory;
+    this.local = new Map(); // without a PhoneMemory: what this run saw
+    this.names = new Map(doorbells.map((d) => [d.deviceIdHex, d.name ?? d.deviceIdHex.slice(0, 16)]));
+    this.ownKey = ownKey;
+    this.onEvent = onEvent ?? (() => {});
+    this.onKeyring = onKeyring ?? (() => {});
+    this.onRejected = onRejected ?? (() => {});
+    this.onRemembered = onRemembered ?? (() => {});
+    this.seen = new Map(); // "device:seq" -> chain hash, oldest first
+    this.keyrings = new Map(); // deviceIdHex -> [seq, epoch] last shown
+    this.events = 0;
+    this.queue = Promise.resolve();
+  }
+
+  /** Check, open and report one message; calls are processed one at a time, in order. */
+  handle(prefix, topic, bytes) {
+    const done = this.queue.then(() => this.#handle(prefix, topic, bytes));
+    this.queue = done.catch(() => {});
+    return done;
+  }
+
+  #skip(topic, what, why) {
+    this.onRejected({ why, what, topic });
+  }
+
+  #remembered(deviceIdHex) {
+    const store = this.memory ? this.memory.devices : this.local;
+    return store.get(deviceIdHex) ?? NOTHING;
+  }
+
+  async #handle(prefix, topic, bytes) {
+    if (bytes.length > MAX_MESSAGE) {
+      const what = `${bytes.length} bytes, more than the ${MAX_MESSAGE} a doorbell sends`;
+      this.#skip(topic, what, 'larger than a doorbell sends');
+      return;
+    }
+    const parts = splitTopic(prefix, topic);
+    if (parts === null || (parts[1] !== EVENT_LEAF && parts[1] !== KEYRING_LEAF)) {
+      const what = `not a ${prefix}/<device>/event or /keyring topic`;
+      this.#skip(topic, what, what);
+      return;
+    }
+    const [device, leaf] = parts;
+    let envelope;
+    let opened;
+    try {
+      envelope = await this.reader.verify(bytes);
+      opened = await this.reader.openEnvelope(envelope);
+    } catch (error) {
+      if (error?.code === undefined) throw error;
+      this.#skip(topic, error.message, SEALING_REASONS[error.code] ?? 'not a valid sealed object');
+      return;
+    }
+    const seq = envelope.seq;
+    const deviceIdHex = envelope.deviceIdHex ?? toHex(envelope.deviceId);
+    const ms = Number(opened.timeUs / 1000n) + (opened.timeUs % 1000n < 0n ? -1 : 0);
+    if (!(ms >= MIN_DATE_MS && ms <= MAX_DATE_MS)) {
+      this.#skip(topic, `object ${seq}: time ${opened.timeUs} µs is not a date`, 'a time that is not a date');
+      return;
+    }
+    if (deviceIdHex.slice(0, 16) !== device) {
+      this.#skip(topic, `object signed by device ${deviceIdHex.slice(0, 16)}`, 'signed by another doorbell than its topic names');
+      return;
+    }
+    const expected = leaf === EVENT_LEAF ? KIND_EVENT : KIND_KEYRING;
+    if (opened.kind !== expected) {
+      const what = `object ${seq} is of kind ${opened.kindName ?? KIND_NAMES[opened.kind] ?? opened.kind}`;
+      this.#skip(topic, `${what}; this topic carries ${leaf} objects`, 'on the wrong topic');
+      return;
+    }
+    if (!this.#firstSighting(topic, deviceIdHex, envelope)) return;
+    let keyring = null;
+    try {
+      const checked = checkContents(opened);
+      if (opened.kind === KIND_KEYRING) keyring = checked ?? opened.keyring ?? null;
+    } catch (error) {
+      if (error?.code === undefined) throw error;
+      this.#skip(topic, `object ${seq}: ${error.message}`, 'contents a doorbell never seals');
+      return;
+    }
+    if (keyring !== null && this.#knownKeyring(deviceIdHex, seq, keyring)) return; // retained, or late
+    const problem = await this.#againstMemory(deviceIdHex, envelope, opened, keyring);
+    if (problem !== null) {
+      this.#skip(topic, ...problem);
+      return;
+    }
+    if (keyring === null) this.#event(deviceIdHex, envelope, opened);
+    else this.#keyring(deviceIdHex, seq, keyring);
+    this.#remember(deviceIdHex, envelope, keyring);
+  }
+
+  /** The rules that need what this phone saw before: replays, forks, rollbacks, and stanzas
+   * against the keyring of the object's epoch. [what, why], or null when it passes. */
+  async #againstMemory(deviceIdHex, envelope, opened, keyring) {
+    const { head, keyring: known } = this.#remembered(deviceIdHex);
+    const seq = envelope.seq;
+    if (keyring === null && head !== null && seq <= head.seq) {
+      if (seq === head.seq && !equal(envelope.chainHash, head.hash)) {
+        return [`FORK: object ${seq} differs from the one this phone saw before`, FORKED];
+      }
+      return [
+        `REPLAY: event ${seq} is not newer than seq ${head.seq}, which this phone ` +
+          'has already seen (replayed or held back by the broker): not a new ring',
+        'REPLAY: not newer than an event this phone has seen',
+      ];
+    }
+    if (keyring !== null && known && seq === known.seq) {
+      return [`FORK: keyring object ${seq} differs from the one seen before`, FORKED];
+    }
+    const rollback = epochRollback(seq, opened.epoch, null, known);
+    if (rollback !== null) return [rollback, 'keyring rollback'];
+    if (keyring === null && known && opened.epoch > known.epoch) {
+      // The device publishes (retained) the keyring object before any object sealed under
+      // a changed keyring: this phone would have seen it first.
+      return [
+        `event ${seq} is sealed under keyring epoch ${opened.epoch}, but the ` +
+          `newest keyring published is epoch ${known.epoch}: a keyring never published`,
+        'sealed under a keyring never published',
+      ];
+    }
+    const sealedUnder = keyring ?? known?.keyring ?? null;
+    if (sealedUnder !== null && sealedUnder.epoch === opened.epoch) {
+      const mismatch = await stanzaMismatch(envelope, sealedUnder);
+      if (mismatch !== null) return [mismatch, 'stanzas that are not exactly the keyring'];
+    }
+    return null;
+  }
+
+  /** Whether this keyring object is the newest one seen, or older than it. */
+  #knownKeyring(deviceIdHex, seq, keyring) {
+    const known = this.#remembered(deviceIdHex).keyring;
+    if (!known || seq > known.seq) return false;
+    return seq < known.seq || sameKeyring(keyring, known.keyring);
+  }
+
+  #remember(deviceIdHex, envelope, keyring) {
+    const seq = envelope.seq;
+    const runs = seqsAsRuns([seq]);
+    const update = {
+      head: { seq, hash: envelope.chainHash },
+      keyring: keyring === null ? null : knownKeyring(seq, keyring),
+      seen: runs,
+      kept: runs,
+    };
+    if (this.memory) {
+      if (this.memory.update(deviceIdHex, update)) this.onRemembered();
+      return;
+    }
+    const before = this.local.get(deviceIdHex) ?? NOTHING;
+    const after = merged(before, update);
+    if (!sameRemembered(after, before)) {
+      this.local.set(deviceIdHex, after);
+      this.onRemembered();
+    }
+  }
+
+  /** QoS 1 may deliver twice and retained keyrings come back on every subscribe; the same
+   * (device, seq) with other content is a forked chain. */
+  #firstSighting(topic, deviceIdHex, envelope) {
+    const key = `${deviceIdHex}:${envelope.seq}`;
+    const known = this.seen.get(key);
+    if (known !== undefined && equal(known, envelope.chainHash)) return false;
+    if (known !== undefined) {
+      const what =
+        `FORK: object ${envelope.seq} arrived again with different content ` +
+        '(a copied or restored doorbell state, or a stolen device key)';
+      this.#skip(topic, what, FORKED);
+      return false;
+    }
+    this.seen.set(key, envelope.chainHash);
+    if (this.seen.size > MAX_REMEMBERED) this.seen.delete(this.seen.keys().next().value);
+    return true;
+  }
+
+  #event(deviceIdHex, envelope, opened) {
+    const meta = opened.meta;
+    const type = typeof meta.type === 'string' && EVENT_TYPE.test(meta.type) ? meta.type : 'event';
+    const clip = typeof meta.clip === 'string' && CLIP_ID.test(meta.clip) ? meta.clip : null;
+    const body = opened.body;
+    const jpeg = body && body.length >= 2 && body[0] === 0xff && body[1] === 0xd8;
+    const snapshot = jpeg ? Uint8Array.from(body) : null;
+    const snapshotUrl =
+      snapshot !== null && typeof URL.createObjectURL === 'function'
+        ? URL.createObjectURL(new Blob([snapshot], { type: 'image/jpeg' }))
+        : null;
+    this.events += 1;
+    this.onEvent({
+      deviceIdHex,
+      doorbellName: this.names.get(deviceIdHex) ?? deviceIdHex.slice(0, 16),
+      seq: Number(envelope.seq),
+      type,
+      clip,
+      timeUs: opened.timeUs,
+      snapshotUrl,
+      snapshot,
+      receivedAt: new Date(),
+    });
+  }
+
+  #keyring(deviceIdHex, seq, keyring) {
+    const shown = this.keyrings.get(deviceIdHex);
+    this.keyrings.set(deviceIdHex, [seq, keyring.epoch]);
+    if (shown !== undefined && keyring.epoch === shown[1]) return;
+    this.onKeyring(deviceIdHex, keyring);
+  }
+}
