@@ -18,11 +18,11 @@ export const MAX_REMEMBERED = 65536;
 const EVENT_LEAF = 'event';
 const KEYRING_LEAF = 'keyring';
 const KIND_EVENT = 3;
-const KIND_KEYRING = 5;
+const KIND_KEYRING = 4;
 const DEVICE = /^[0-9a-f]{16}$/;
 const EVENT_TYPE = /^[a-z][a-z0-9_-]{0,31}$/;
 const CLIP_ID = /^[0-9a-f]{32}$/;
-const KIND_NAMES = { 1: 'INIT', 2: 'SEGMENT', 3: 'EVENT', 4: 'NOTICE', 5: 'KEYRING' };
+const KIND_NAMES = { 1: 'INIT', 2: 'SEGMENT', 3: 'EVENT', 4: 'KEYRING', 5: 'NOTICE' };
 
 // What a message that fails to open is, by the reader's error code.
 const SEALING_REASONS = {
@@ -122,7 +122,7 @@ export class Watcher {
     }
     const expected = leaf === EVENT_LEAF ? KIND_EVENT : KIND_KEYRING;
     if (opened.kind !== expected) {
-      const what = `object ${seq} is of kind ${opened.kindName ?? KIND_NAMES[opened.kind] ?? opened.kind}`;
+      const what = `object ${seq} is of kind ${KIND_NAMES[opened.kind] ?? opened.kind}`;
       this.#skip(topic, `${what}; this topic carries ${leaf} objects`, 'on the wrong topic');
       return;
     }

@@ -9,7 +9,7 @@
 // by number: a notice claiming 2^63 numbers costs what a notice claiming one costs.
 
 import { equal, fromHex, toHex, ZERO32 } from '../bytes.js';
-import { checkContents } from '../format/object.js';
+import { checkContents, objectName } from '../format/object.js';
 import { NOTHING, firstIn, knownKeyring, seenIn, seqsAsRuns } from './memory.js';
 import { DISCARD_REASONS, announcedAs, discardReasonProblem, epochRollback, stanzaMismatch, sameKeyring } from './rules.js';
 import { Intervals, big, bisectLeft, bisectRight, compareBig, minBig } from './runs.js';
@@ -48,13 +48,8 @@ export const Code = Object.freeze({
   OVERLAP_NOTE: 're-announced',
 });
 
-export const KIND = Object.freeze({ INIT: 1, SEGMENT: 2, EVENT: 3, NOTICE: 4, KEYRING: 5 });
+export const KIND = Object.freeze({ INIT: 1, SEGMENT: 2, EVENT: 3, KEYRING: 4, NOTICE: 5 });
 export const RESERVATION_BLOCK = 1024n;
-
-/** File or object-store name: device id prefix and zero-padded sequence number. */
-export function objectName(deviceIdHex, seq) {
-  return `${deviceIdHex.slice(0, 16)}-${seq.toString().padStart(20, '0')}.sealed`;
-}
 
 class Verification {
   constructor() {
