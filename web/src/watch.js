@@ -7,8 +7,7 @@
 
 import { equal, toHex } from './bytes.js';
 import { checkContents } from './format/object.js';
-import { NOTHING, knownKeyring, merged, sameRemembered, seqsAsRuns } from './chain/memory.js';
-import { epochRollback, sameKeyring, stanzaMismatch } from './chain/rules.js';
+import { FORKED, PhoneMemory } from './chain/memory.js';
 
 // The largest message a doorbell publishes is an event with a JPEG snapshot (watch.py says
 // how big one can be); anything bigger is not from a doorbell.
@@ -32,7 +31,6 @@ const SEALING_REASONS = {
   'not-for-us': 'not sealed for this phone',
   unopenable: 'does not decrypt',
 };
-export const FORKED = 'FORK: a forked chain (a copied or restored doorbell state, or a stolen device key)';
 
 /** `(device16, leaf)` of a topic under `prefix`, or null when it is not one of ours. */
 export function splitTopic(prefix, topic) {
@@ -50,14 +48,13 @@ export class Watcher {
   /**
    * @param {object} options
    * @param options.reader the reader of format/object.js, trusting the pinned doorbells
-   * @param options.memory a PhoneMemory (chain/memory.js), or null to remember for this run only
+   * @param options.memory a PhoneMemory (chain/memory.js); without one, this run's own
    * @param options.doorbells [{deviceIdHex, devicePublicKey, name?}]
    * @param options.ownKey this phone's public key (raw bytes), to tell its own keyring entry
    */
   constructor({ reader, memory = null, doorbells = [], ownKey = null, onEvent, onKeyring, onRejected, onRemembered }) {
     this.reader = reader;
-    this.memory = memory;
-    this.local = new Map(); // without a PhoneMemory: what this run saw
+    this.memory = memory ?? new PhoneMemory();
     this.names = new Map(doorbells.map((d) => [d.deviceIdHex, d.name ?? d.deviceIdHex.slice(0, 16)]));
     this.ownKey = ownKey;
     this.onEvent = onEvent ?? (() => {});
@@ -79,11 +76,6 @@ export class Watcher {
 
   #skip(topic, what, why) {
     this.onRejected({ why, what, topic });
-  }
-
-  #remembered(deviceIdHex) {
-    const store = this.memory ? this.memory.devices : this.local;
-    return store.get(deviceIdHex) ?? NOTHING;
   }
 
   async #handle(prefix, topic, bytes) {
@@ -136,80 +128,17 @@ export class Watcher {
       this.#skip(topic, `object ${seq}: ${error.message}`, 'contents a doorbell never seals');
       return;
     }
-    if (keyring !== null && this.#knownKeyring(deviceIdHex, seq, keyring)) return; // retained, or late
-    const problem = await this.#againstMemory(deviceIdHex, envelope, opened, keyring);
+    if (keyring !== null && this.memory.isKnownKeyring(deviceIdHex, seq, keyring)) return; // retained, or late
+    // Replays, forks, rollbacks, keyrings never published, stanzas against the keyring.
+    const problem = this.memory.liveProblem(envelope, opened, keyring);
     if (problem !== null) {
-      this.#skip(topic, ...problem);
+      this.#skip(topic, problem.what, problem.why);
       return;
     }
     if (keyring === null) this.#event(deviceIdHex, envelope, opened);
     else this.#keyring(deviceIdHex, seq, keyring);
-    this.#remember(deviceIdHex, envelope, keyring);
-  }
-
-  /** The rules that need what this phone saw before: replays, forks, rollbacks, and stanzas
-   * against the keyring of the object's epoch. [what, why], or null when it passes. */
-  async #againstMemory(deviceIdHex, envelope, opened, keyring) {
-    const { head, keyring: known } = this.#remembered(deviceIdHex);
-    const seq = envelope.seq;
-    if (keyring === null && head !== null && seq <= head.seq) {
-      if (seq === head.seq && !equal(envelope.chainHash, head.hash)) {
-        return [`FORK: object ${seq} differs from the one this phone saw before`, FORKED];
-      }
-      return [
-        `REPLAY: event ${seq} is not newer than seq ${head.seq}, which this phone ` +
-          'has already seen (replayed or held back by the broker): not a new ring',
-        'REPLAY: not newer than an event this phone has seen',
-      ];
-    }
-    if (keyring !== null && known && seq === known.seq) {
-      return [`FORK: keyring object ${seq} differs from the one seen before`, FORKED];
-    }
-    const rollback = epochRollback(seq, opened.epoch, null, known);
-    if (rollback !== null) return [rollback, 'keyring rollback'];
-    if (keyring === null && known && opened.epoch > known.epoch) {
-      // The device publishes (retained) the keyring object before any object sealed under
-      // a changed keyring: this phone would have seen it first.
-      return [
-        `event ${seq} is sealed under keyring epoch ${opened.epoch}, but the ` +
-          `newest keyring published is epoch ${known.epoch}: a keyring never published`,
-        'sealed under a keyring never published',
-      ];
-    }
-    const sealedUnder = keyring ?? known?.keyring ?? null;
-    if (sealedUnder !== null && sealedUnder.epoch === opened.epoch) {
-      const mismatch = await stanzaMismatch(envelope, sealedUnder);
-      if (mismatch !== null) return [mismatch, 'stanzas that are not exactly the keyring'];
-    }
-    return null;
-  }
-
-  /** Whether this keyring object is the newest one seen, or older than it. */
-  #knownKeyring(deviceIdHex, seq, keyring) {
-    const known = this.#remembered(deviceIdHex).keyring;
-    if (!known || seq > known.seq) return false;
-    return seq < known.seq || sameKeyring(keyring, known.keyring);
-  }
-
-  #remember(deviceIdHex, envelope, keyring) {
-    const seq = envelope.seq;
-    const runs = seqsAsRuns([seq]);
-    const update = {
-      head: { seq, hash: envelope.chainHash },
-      keyring: keyring === null ? null : knownKeyring(seq, keyring),
-      seen: runs,
-      kept: runs,
-    };
-    if (this.memory) {
-      if (this.memory.update(deviceIdHex, update)) this.onRemembered();
-      return;
-    }
-    const before = this.local.get(deviceIdHex) ?? NOTHING;
-    const after = merged(before, update);
-    if (!sameRemembered(after, before)) {
-      this.local.set(deviceIdHex, after);
-      this.onRemembered();
-    }
+    // After reporting: a ring shown twice after a crash beats a ring never shown.
+    if (this.memory.rememberLive(envelope, keyring)) this.onRemembered();
   }
 
   /** QoS 1 may deliver twice and retained keyrings come back on every subscribe; the same

@@ -16,12 +16,14 @@ import { PhoneMemory } from '../src/chain/memory.js';
 const VECTORS = JSON.parse(readFileSync(new URL('../../tests/vectors/v1.json', import.meta.url), 'utf8'));
 const SUITE = { x25519: 1, 'mlkem768-x25519': 2 };
 
-export function vectorReader() {
-  const keys = VECTORS.phones.map((phone) => bytesKeyHolder(SUITE[phone.suite], fromHex(phone.secret_raw)));
-  return new Reader({ devices: [fromHex(VECTORS.device.public_raw)], keys });
+// Key holders may be made asynchronously (WebCrypto imports): made once for every test.
+const KEYS = await Promise.all(VECTORS.phones.map((phone) => bytesKeyHolder(SUITE[phone.suite], fromHex(phone.secret_raw))));
+
+function vectorReader() {
+  return new Reader({ devices: [fromHex(VECTORS.device.public_raw)], keys: KEYS });
 }
 
-export function folder(objects) {
+function folder(objects) {
   const files = new Map(objects.map((item) => [item.name, fromHex(item.object)]));
   return {
     async names() {

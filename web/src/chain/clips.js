@@ -3,7 +3,8 @@
 // Nothing here reads a body: a player fetches and opens `init` and `segments` itself.
 
 import { KIND } from './verify.js';
-import { Intervals, big, bisectLeft, bisectRight, compareBig, isInteger } from './runs.js';
+import { Intervals, bisectLeft, bisectRight, compareBig } from './intervals.js';
+import { big, isInteger } from './numbers.js';
 
 const ID = /^[0-9a-f]{32}$/;
 // Clip and stream ids name files and keys: only 32 lower-case hex digits are accepted.

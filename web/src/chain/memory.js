@@ -1,25 +1,36 @@
 // What a phone remembers of each doorbell across runs: the objects and keyring it saw
-// (FORMAT §6.3, doorbell/phone/memory.py). Objects alone cannot show that the newest ones
-// were deleted, that one the phone already saw is now "evicted" by a signed notice, that an
-// old event is replayed as new, or that a keyring was rolled back: a phone that remembers
-// what it has already seen can. Updates only ever add.
+// (FORMAT §6.3, doorbell/phone/memory.py, and the live checks of doorbell/phone/watch.py).
+//
+// Objects alone cannot show that the newest ones were deleted, that one the phone already
+// saw is now "evicted" by a signed notice, that an old event is replayed as new, or that a
+// keyring was rolled back: a phone that remembers what it has already seen can. It keeps,
+// per device, the highest seq whose signature it verified (with its chain hash), every seq
+// it verified as runs of consecutive numbers, those of them it opened and found to be of a
+// kind the device never evicts, and the newest keyring object it read. Updates only ever
+// move forward. Storage is the app's: this is the seen.json document, as a string.
 //
 // Remembered = { head: {seq: BigInt, hash: Uint8Array} | null,
 //                keyring: {seq: BigInt, keyring, epoch: Number} | null,
-//                seen: [[first, last]] BigInt runs, kept: [[first, last]] BigInt runs }
+//                seen: [[first, last], ...], kept: [[first, last], ...] }   (BigInt runs)
 
-import { fromHex, toHex, equal, utf8 } from '../bytes.js';
-import { parseJson } from '../protocol/json.js';
-import { bisectRight, compareBig, maxBig } from './runs.js';
+import { equal, fromHex, toHex, utf8 } from '../bytes.js';
+import { encodeKeyString, PREFIX } from '../keystrings.js';
+import { KEYRING_FORMAT, parseKeyring } from '../format/keyring.js';
+import { isJsonInteger, isJsonObject, parseStrictJson, quote } from '../format/strictjson.js';
+import { MAX_RUNS, firstIn, runsOf, seqsAsRuns } from './intervals.js';
+import { epochRollback, sameKeyring, stanzaMismatch } from './rules.js';
+
+export { MAX_RUNS, firstIn, runsOf, seqsAsRuns };
 
 export const VERSION = 2;
 const READS = [1, 2]; // version 1 had no "seen": its head is the only seq it remembers
-// At most this many runs of seen numbers per device; beyond it the oldest are forgotten
-// (forgetting only makes later checks weaker, never raises a false alarm).
-export const MAX_RUNS = 4096;
-const U64_MAX = (1n << 64n) - 1n;
+const U64_LIMIT = 1n << 64n;
 const DEVICE = /^[0-9a-f]{64}$/;
+const HASH = /^[0-9a-f]{64}$/;
+const KEEPS_KEYRING_VERSION = 2; // what keyringDocument writes
 
+/** The phone's memory cannot be read: it is never taken as empty (that would switch off
+ * exactly the checks it exists for). */
 export class MemoryError extends Error {
   constructor(message) {
     super(message);
@@ -28,63 +39,33 @@ export class MemoryError extends Error {
   }
 }
 
-export const NOTHING = Object.freeze({ head: null, keyring: null, seen: [], kept: [] });
+export const NOTHING = Object.freeze({ head: null, keyring: null, seen: Object.freeze([]), kept: Object.freeze([]) });
 
+/** The newest keyring object seen from a device: its seq and its (parsed) keyring. */
 export function knownKeyring(seq, keyring) {
   return { seq, keyring, epoch: keyring.epoch };
 }
 
-/** Sorted, merged runs, at most MAX_RUNS of them (the newest kept). */
-export function runsOf(runs) {
-  const merged = [];
-  const sorted = [...runs].sort((a, b) => compareBig(a[0], b[0]) || compareBig(a[1], b[1]));
-  for (const [first, last] of sorted) {
-    const top = merged[merged.length - 1];
-    if (top && first <= top[1] + 1n) top[1] = maxBig(top[1], last);
-    else merged.push([first, last]);
-  }
-  return merged.slice(-MAX_RUNS);
-}
+const headRun = (head) => (head == null ? [] : [[head.seq, head.seq]]);
 
-/** Runs of consecutive numbers, from any seqs. */
-export function seqsAsRuns(seqs) {
-  return runsOf([...seqs].map((seq) => [seq, seq]));
-}
+const sameRuns = (a, b) => a.length === b.length && a.every((run, i) => run[0] === b[i][0] && run[1] === b[i][1]);
 
-/** The lowest number of `runs` in first..last, or null. */
-export function firstIn(runs, first, last) {
-  let at = bisectRight(runs, first, (run) => run[0]) - 1;
-  if (at >= 0 && runs[at][1] >= first) return first;
-  at += 1;
-  if (at < runs.length && runs[at][0] <= last) return runs[at][0];
-  return null;
-}
-
-/** The lowest remembered seq in first..last, or null. */
-export function seenIn(remembered, first, last) {
-  return firstIn(remembered.seen, first, last);
-}
-
-const headRun = (head) => (head === null ? [] : [[head.seq, head.seq]]);
-
-const sameRuns = (a, b) =>
-  a.length === b.length && a.every((run, i) => run[0] === b[i][0] && run[1] === b[i][1]);
-
-/** Move forward only: a lower seq or an older keyring never replaces a newer one; seen
- * numbers are added. Returns `before` itself when nothing changes. */
+/**
+ * `before` moved forward by `other`: a lower seq or an older keyring never replaces a
+ * newer one; seen numbers are added. Returns `before` itself when nothing changes.
+ */
 export function merged(before, other) {
   let out = before;
   const { head, keyring } = other;
-  if (head && (before.head === null || head.seq > before.head.seq)) out = { ...out, head };
+  if (head != null && (before.head === null || head.seq > before.head.seq)) out = { ...out, head };
   if (
-    keyring &&
-    (before.keyring === null ||
-      (keyring.seq > before.keyring.seq && keyring.epoch >= before.keyring.epoch))
+    keyring != null &&
+    (before.keyring === null || (keyring.seq > before.keyring.seq && keyring.epoch >= before.keyring.epoch))
   ) {
     out = { ...out, keyring };
   }
-  const seen = runsOf([...before.seen, ...other.seen, ...headRun(head)]);
-  const kept = runsOf([...before.kept, ...other.kept]);
+  const seen = runsOf([...before.seen, ...(other.seen ?? []), ...headRun(head)]);
+  const kept = runsOf([...before.kept, ...(other.kept ?? [])]);
   if (!sameRuns(seen, before.seen) || !sameRuns(kept, before.kept)) out = { ...out, seen, kept };
   return out;
 }
@@ -92,127 +73,211 @@ export function merged(before, other) {
 /** Whether two Remembered hold the same. */
 export function sameRemembered(a, b) {
   if (a === b) return true;
-  const heads =
-    (a.head === null && b.head === null) ||
-    (a.head && b.head && a.head.seq === b.head.seq && equal(a.head.hash, b.head.hash));
+  const heads = a.head === null || b.head === null ? a.head === b.head : a.head.seq === b.head.seq && equal(a.head.hash, b.head.hash);
   const keyrings =
-    (a.keyring === null && b.keyring === null) ||
-    (a.keyring && b.keyring && a.keyring.seq === b.keyring.seq && a.keyring.keyring === b.keyring.keyring);
-  return Boolean(heads && keyrings && sameRuns(a.seen, b.seen) && sameRuns(a.kept, b.kept));
+    a.keyring === null || b.keyring === null
+      ? a.keyring === b.keyring
+      : a.keyring.seq === b.keyring.seq && sameKeyring(a.keyring.keyring, b.keyring.keyring);
+  return heads && keyrings && sameRuns(a.seen, b.seen) && sameRuns(a.kept, b.kept);
 }
 
-/** seen.json: what this phone remembers of every device, by device id in hex.
- *
- * `parseKeyring(text, where)` turns a stored keyring document into the reader's keyring
- * (throwing on a bad one), `keyringDocument(keyring)` a keyring back into its document. */
+/** The lowest seq in first..last that `remembered` holds as seen, or null. */
+export function seenIn(remembered, first, last) {
+  return firstIn(remembered.seen, first, last);
+}
+
+/**
+ * A keyring as the document the device publishes (FORMAT §7; Keyring.to_json): what the
+ * memory writes for its newest keyring, and reads back as the same keyring.
+ */
+export function keyringDocument(keyring) {
+  const recipients = keyring.recipients.map((r) => {
+    const out = { name: r.name, role: r.role, suite: r.suite, key: encodeKeyString(PREFIX.public[r.suiteByte], r.publicKey) };
+    if (r.signingKey) out.signing_key = encodeKeyString(PREFIX.signing, r.signingKey);
+    out.added = utcSecond(r.added);
+    if (r.expires) out.expires = utcSecond(r.expires);
+    return out;
+  });
+  const document = { format: KEYRING_FORMAT, version: KEEPS_KEYRING_VERSION, epoch: keyring.epoch, recipients };
+  return JSON.stringify(document, null, 2) + '\n';
+}
+
+const utcSecond = (when) => when.toISOString().slice(0, 19) + 'Z';
+
+/** What each live rejection is, in the watcher's own short words (watch.py). */
+export const FORKED = 'FORK: a forked chain (a copied or restored doorbell state, or a stolen device key)';
+
+/** seen.json: what this phone remembers of every device, by device id in hex. */
 export class PhoneMemory {
-  constructor(devices = new Map(), { parseKeyring, keyringDocument } = {}) {
-    this.devices = devices;
-    this.parseKeyring = parseKeyring;
-    this.keyringDocument = keyringDocument;
+  constructor(devices = new Map()) {
+    this.devices = devices; // deviceIdHex -> Remembered
   }
 
-  static fromJSON(text, options = {}) {
-    return new PhoneMemory(parse(text, options.parseKeyring), options);
+  /** The memory a seen.json document (string or bytes) holds; MemoryError when damaged. */
+  static fromJSON(text) {
+    return new PhoneMemory(parse(typeof text === 'string' ? utf8(text) : text));
   }
 
+  /** seen.json, version 2, as the Python phone writes it. */
   toJSON() {
     const devices = {};
     for (const id of [...this.devices.keys()].sort()) {
       const item = this.devices.get(id);
       const entry = {};
       if (item.head) entry.head = { seq: item.head.seq, hash: toHex(item.head.hash) };
-      if (item.keyring) {
-        entry.keyring = { seq: item.keyring.seq, document: this.#document(item.keyring) };
-      }
+      if (item.keyring) entry.keyring = { seq: item.keyring.seq, document: keyringDocument(item.keyring.keyring) };
       if (item.seen.length) entry.seen = item.seen;
       if (item.kept.length) entry.kept = item.kept;
       devices[id] = entry;
     }
-    // u64 numbers are written as JSON numbers, exactly (no round trip through a double).
-    const marked = JSON.stringify({ version: VERSION, devices }, (_, value) =>
-      typeof value === 'bigint' ? `\u0000${value}\u0000` : value, 1);
-    return marked.replace(/"\\u0000(\d+)\\u0000"/g, '$1') + '\n';
+    return encode({ version: VERSION, devices }, 1) + '\n';
   }
 
-  #document(known) {
-    if (typeof known.document === 'string') return known.document;
-    const keyring = known.keyring;
-    if (this.keyringDocument) return this.keyringDocument(keyring);
-    if (typeof keyring.document === 'string') return keyring.document;
-    if (keyring.document instanceof Uint8Array) return new TextDecoder().decode(keyring.document);
-    if (typeof keyring.toJSON === 'function') {
-      const document = keyring.toJSON();
-      return typeof document === 'string' ? document : new TextDecoder().decode(document);
-    }
-    throw new MemoryError('cannot write a keyring: no way to turn it into its document');
+  /** What this phone remembers of one device (NOTHING when it knows none). */
+  get(deviceIdHex) {
+    return this.devices.get(deviceIdHex) ?? NOTHING;
   }
 
-  /** Every device remembered: Map deviceIdHex -> Remembered. */
+  /** Every device remembered: a Map deviceIdHex -> Remembered, as verifySource takes it. */
   remembered() {
     return new Map(this.devices);
   }
 
   /** Merge one device's Remembered in (forward only); whether anything changed. */
   update(deviceIdHex, remembered) {
-    const before = this.devices.get(deviceIdHex) ?? NOTHING;
+    const before = this.get(deviceIdHex);
     const after = merged(before, remembered);
     if (sameRemembered(after, before)) return false;
     this.devices.set(deviceIdHex, after);
     return true;
   }
 
-  /** Remember what a verification saw of each device (what `sync` records). */
+  /** Remember what a verification saw of each device (`sync` does; `verify` of a folder
+   * does not: an old archive or someone else's copy must not change what this phone
+   * expects). Whether anything changed. */
   remember(verification) {
     let changed = false;
     for (const [id, item] of verification.seen) changed = this.update(id, item) || changed;
     return changed;
   }
+
+  // -- live objects (doorbell/phone/watch.py, Watcher) -------------------------------------
+
+  /** Whether a keyring object arriving live is the newest one seen, or older than it:
+   * retained on the broker, or late, and not news. */
+  isKnownKeyring(deviceIdHex, seq, keyring) {
+    const known = this.get(deviceIdHex).keyring;
+    if (known === null || seq > known.seq) return false;
+    return seq < known.seq || sameKeyring(keyring, known.keyring);
+  }
+
+  /**
+   * The rules a live object (an event, or a keyring object whose document is `keyring`)
+   * must pass against what this phone saw before: replays, forks, rollbacks, keyrings never
+   * published, and stanzas against the keyring of its epoch. `envelope` is the reader's
+   * ({deviceId, deviceIdHex, seq, chainHash, stanzas}), `opened` gives its `epoch`.
+   * Returns {what, why} (`why` the kind of rejection, in a few fixed words), or null.
+   */
+  liveProblem(envelope, opened, keyring = null) {
+    const { head, keyring: known } = this.get(envelope.deviceIdHex ?? toHex(envelope.deviceId));
+    const seq = envelope.seq;
+    if (keyring === null && head !== null && seq <= head.seq) {
+      if (seq === head.seq && !equal(envelope.chainHash, head.hash)) {
+        return { what: `FORK: object ${seq} differs from the one this phone saw before`, why: FORKED };
+      }
+      return {
+        what:
+          `REPLAY: event ${seq} is not newer than seq ${head.seq}, which this phone ` +
+          'has already seen (replayed or held back by the broker): not a new ring',
+        why: 'REPLAY: not newer than an event this phone has seen',
+      };
+    }
+    if (keyring !== null && known !== null && seq === known.seq) {
+      return { what: `FORK: keyring object ${seq} differs from the one seen before`, why: FORKED };
+    }
+    const rollback = epochRollback(seq, opened.epoch, null, known);
+    if (rollback !== null) return { what: rollback, why: 'keyring rollback' };
+    if (keyring === null && known !== null && opened.epoch > known.epoch) {
+      // The device publishes (retained) the keyring object before any object sealed under
+      // a changed keyring: this phone would have seen it first.
+      return {
+        what:
+          `event ${seq} is sealed under keyring epoch ${opened.epoch}, but the ` +
+          `newest keyring published is epoch ${known.epoch}: a keyring never published`,
+        why: 'sealed under a keyring never published',
+      };
+    }
+    const sealedUnder = keyring ?? known?.keyring ?? null;
+    if (sealedUnder !== null && sealedUnder.epoch === opened.epoch) {
+      const mismatch = stanzaMismatch(envelope, sealedUnder);
+      if (mismatch !== null) return { what: mismatch, why: 'stanzas that are not exactly the keyring' };
+    }
+    return null;
+  }
+
+  /** Remember a live object that passed (an event, or a keyring object): its seq is now
+   * the head, seen and kept (neither kind is ever evicted). Whether anything changed. */
+  rememberLive(envelope, keyring = null) {
+    const runs = seqsAsRuns([envelope.seq]);
+    return this.update(envelope.deviceIdHex ?? toHex(envelope.deviceId), {
+      head: { seq: envelope.seq, hash: envelope.chainHash },
+      keyring: keyring === null ? null : knownKeyring(envelope.seq, keyring),
+      seen: runs,
+      kept: runs,
+    });
+  }
 }
 
-function parse(text, parseKeyring) {
+// -- seen.json -----------------------------------------------------------------------------
+
+function parse(raw) {
   const damaged = (reason) =>
     new MemoryError(
       `seen.json is damaged (${reason}); repair or remove it ` +
         '(removed, this phone forgets which objects and keyrings it has seen)',
     );
-  const document = parseJson(typeof text === 'string' ? utf8(text) : text, damaged);
-  const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-  if (!isObject(document) || !READS.includes(document.version)) {
+  const document = parseStrictJson(raw, damaged);
+  if (!isJsonObject(document) || !isJsonInteger(document, 'version') || !READS.includes(document.version)) {
     throw damaged(`expected an object with version ${READS.join(' or ')}`);
   }
   const version = document.version;
   const keys = version === 1 ? ['head', 'keyring'] : ['head', 'keyring', 'seen', 'kept'];
-  const top = Object.keys(document).sort();
-  if (top.join() !== 'devices,version' || !isObject(document.devices)) {
+  const members = Object.keys(document);
+  if (members.length !== 2 || !('devices' in document) || !isJsonObject(document.devices)) {
     throw damaged("expected exactly the keys 'version' and 'devices' (an object)");
   }
   const out = new Map();
   for (const [device, entry] of Object.entries(document.devices)) {
-    const where = `device '${device.slice(0, 16)}'`;
+    const where = `device ${quote(device.slice(0, 16))}`;
     if (!DEVICE.test(device)) throw damaged(`${where}: not a device id of 64 lower-case hex digits`);
-    if (!isObject(entry) || !Object.keys(entry).every((k) => keys.includes(k))) {
-      throw damaged(`${where}: expected an object with keys among [${keys.map((k) => `'${k}'`).join(', ')}]`);
+    if (!isJsonObject(entry) || !Object.keys(entry).every((key) => keys.includes(key))) {
+      throw damaged(`${where}: expected an object with keys among [${[...keys].sort().map(quote).join(', ')}]`);
     }
     const head = parseHead(entry.head, where, damaged);
-    const seen = runsOf([...parseRuns(entry.seen ?? [], 'seen', where, damaged), ...headRun(head)]);
-    const kept = version === 1 ? headRun(head) : runsOf(parseRuns(entry.kept ?? [], 'kept', where, damaged));
-    out.set(device, { head, keyring: parseKnownKeyring(entry.keyring, where, damaged, parseKeyring), seen, kept });
+    out.set(device, {
+      head,
+      keyring: parseKnownKeyring(entry.keyring, where, damaged),
+      seen: runsOf([...parseRuns(entry.seen ?? [], 'seen', where, damaged), ...headRun(head)]),
+      // Version 1 knew only its head, and held quota notices to it whatever its kind.
+      kept: version === 1 ? headRun(head) : runsOf(parseRuns(entry.kept ?? [], 'kept', where, damaged)),
+    });
   }
   return out;
 }
 
-const isSeq = (value) =>
-  (typeof value === 'bigint' || Number.isInteger(value)) && value >= 0 && BigInt(value) <= U64_MAX;
+/** A u64 of a parsed document: an integer written as one (not 1.0), in 0..2^64-1. */
+function isSeq(container, key) {
+  return isJsonInteger(container, key) && container[key] >= 0 && BigInt(container[key]) < U64_LIMIT;
+}
 
 function parseHead(value, where, damaged) {
   if (value === undefined || value === null) return null;
   if (
-    typeof value !== 'object' ||
+    !isJsonObject(value) ||
     Object.keys(value).sort().join() !== 'hash,seq' ||
-    !isSeq(value.seq) ||
+    !isSeq(value, 'seq') ||
     typeof value.hash !== 'string' ||
-    !/^[0-9a-f]{64}$/.test(value.hash)
+    !HASH.test(value.hash)
   ) {
     throw damaged(`${where}: head must be {'seq': u64, 'hash': 64 hex digits}`);
   }
@@ -220,32 +285,45 @@ function parseHead(value, where, damaged) {
 }
 
 function parseRuns(value, key, where, damaged) {
-  if (
-    !Array.isArray(value) ||
-    value.length > MAX_RUNS ||
-    !value.every((run) => Array.isArray(run) && run.length === 2 && run.every(isSeq) && run[0] <= run[1])
-  ) {
-    throw damaged(`${where}: ${key} must be at most ${MAX_RUNS} [first, last] u64 pairs`);
-  }
+  const valid =
+    Array.isArray(value) &&
+    value.length <= MAX_RUNS &&
+    value.every((run) => Array.isArray(run) && run.length === 2 && isSeq(run, 0) && isSeq(run, 1) && run[0] <= run[1]);
+  if (!valid) throw damaged(`${where}: ${key} must be at most ${MAX_RUNS} [first, last] u64 pairs`);
   return value.map(([first, last]) => [BigInt(first), BigInt(last)]);
 }
 
-function parseKnownKeyring(value, where, damaged, parseKeyring) {
+function parseKnownKeyring(value, where, damaged) {
   if (value === undefined || value === null) return null;
   if (
-    typeof value !== 'object' ||
+    !isJsonObject(value) ||
     Object.keys(value).sort().join() !== 'document,seq' ||
-    !isSeq(value.seq) ||
+    !isSeq(value, 'seq') ||
     typeof value.document !== 'string'
   ) {
     throw damaged(`${where}: keyring must be {'seq': u64, 'document': string}`);
   }
-  if (!parseKeyring) throw damaged(`${where}: no keyring parser given to read its keyring`);
   let keyring;
   try {
-    keyring = parseKeyring(value.document, `seen.json: ${where}: keyring`);
+    keyring = parseKeyring(utf8(value.document), `seen.json: ${where}: keyring`);
   } catch (error) {
     throw damaged(error.message);
   }
-  return { ...knownKeyring(BigInt(value.seq), keyring), document: value.document };
+  return knownKeyring(BigInt(value.seq), keyring);
+}
+
+/** JSON as Python's json.dumps(indent=n, ensure_ascii=False) writes it, with u64 numbers
+ * (BigInt) written exactly. Only what seen.json holds: objects, arrays, strings, integers. */
+function encode(value, indent, depth = 0) {
+  if (typeof value === 'bigint' || typeof value === 'number') return String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  const pad = (level) => '\n' + ' '.repeat(indent * level);
+  if (Array.isArray(value)) {
+    if (!value.length) return '[]';
+    return '[' + value.map((item) => pad(depth + 1) + encode(item, indent, depth + 1)).join(',') + pad(depth) + ']';
+  }
+  const keys = Object.keys(value);
+  if (!keys.length) return '{}';
+  const members = keys.map((key) => pad(depth + 1) + JSON.stringify(key) + ': ' + encode(value[key], indent, depth + 1));
+  return '{' + members.join(',') + pad(depth) + '}';
 }

@@ -1,27 +1,28 @@
 // Checks a set of sealed objects as a whole: signatures, then each device's chain
-// (FORMAT §4.1, §6 and §7; doorbell/phone/chain.py, rule by rule). Everything a bucket
-// operator could do to footage without the device key shows up here: altered or forged
-// objects, deleted ones (gaps), reordered, replaced or renamed ones, duplicates, forks,
-// objects replayed from another device. Notices signed by the device are held to the
-// device's own behaviour, so that even a stolen device key cannot explain a deletion away.
+// (FORMAT §4.1, §6 and §7; doorbell/phone/chain.py, rule by rule, with the same finding
+// codes and words). Everything a bucket operator could do to footage without the device
+// key shows up here: altered or forged objects, deleted ones (gaps), reordered, replaced or
+// renamed ones, duplicates, forks, objects replayed from another device. Notices signed by
+// the device are held to the device's own behaviour, so that even a stolen device key
+// cannot explain a deletion away.
 //
 // Announced ranges are handled as ranges (bisection over the objects present), never number
 // by number: a notice claiming 2^63 numbers costs what a notice claiming one costs.
 
 import { equal, fromHex, toHex, ZERO32 } from '../bytes.js';
-import { checkContents, objectName } from '../format/object.js';
-import { NOTHING, firstIn, knownKeyring, seenIn, seqsAsRuns } from './memory.js';
-import { DISCARD_REASONS, announcedAs, discardReasonProblem, epochRollback, stanzaMismatch, sameKeyring } from './rules.js';
-import { Intervals, big, bisectLeft, bisectRight, compareBig, minBig } from './runs.js';
+import { checkContents } from '../format/object.js';
+import { GapIndex, Intervals, bisectLeft, bisectRight, compareBig, firstIn, minBig, seqsAsRuns, without } from './intervals.js';
+import { NOTHING, knownKeyring, seenIn } from './memory.js';
+import { announcedAs, discardReasonProblem, epochRollback, isDiscardReason, sameKeyring, stanzaMismatch } from './rules.js';
 
-/** Stable names of what verification finds, as the Python phone and the vectors name them. */
+/** What kind of finding: stable names for programs and test vectors (Python's `Code`). */
 export const Code = Object.freeze({
   UNREADABLE: 'unreadable',
   MALFORMED: 'malformed',
   UNTRUSTED: 'untrusted',
   FORGED: 'forged',
   UNOPENABLE: 'unopenable',
-  REJECTED: 'rejected',
+  REJECTED: 'rejected', // authentic and opened, but breaks a payload, meta or keyring rule
   NOT_FOR_US: 'not-sealed-to-this-phone',
   RENAMED: 'renamed',
   DUPLICATE: 'duplicate',
@@ -48,14 +49,27 @@ export const Code = Object.freeze({
   OVERLAP_NOTE: 're-announced',
 });
 
+/** Payload kinds (FORMAT §4). */
 export const KIND = Object.freeze({ INIT: 1, SEGMENT: 2, EVENT: 3, KEYRING: 4, NOTICE: 5 });
+
+/** At most this many numbers a restart may skip (FORMAT §6). */
 export const RESERVATION_BLOCK = 1024n;
 
-class Verification {
+/** An object's name (FORMAT §8): the device id's first 16 hex digits and the seq in 20 digits. */
+export function objectName(deviceIdHex, seq) {
+  return `${deviceIdHex.slice(0, 16)}-${seq.toString().padStart(20, '0')}.sealed`;
+}
+
+/** A u64 of checked meta (a Number when it fits a double exactly, else a BigInt), as BigInt. */
+export const big = (value) => BigInt(value);
+
+/** What a verification found: entries (one small record per authentic object), findings,
+ * and per device what this set would add to the phone's memory (`seen`). */
+export class Verification {
   constructor() {
     this.entries = [];
     this.findings = [];
-    this.seen = new Map(); // deviceIdHex -> Remembered: the newest of each device in this set
+    this.seen = new Map(); // deviceIdHex -> Remembered
   }
 
   get ok() {
@@ -72,23 +86,27 @@ class Verification {
 }
 
 /**
- * Verify and open every object in `source`, one at a time, keeping a small record of each.
+ * Verify and open every object in `source` ({names(), read(name)}), one at a time, and
+ * keep a small record of each (an entry), never its bytes.
  *
- * `remembered` (Map deviceIdHex -> Remembered) is what this phone saw of each device before:
- * objects it saw count as delivered even when absent here, and its newest keyring is known.
- * `keeper.keep(entry, body)` is handed the body of every object that opened and passed the
- * per-object rules. With `sync`, the rule only a sync applies is added: the source must hold
- * the newest object this phone has seen of each device in it.
+ * `remembered` (Map deviceIdHex -> Remembered, PhoneMemory.remembered()) is what this
+ * phone saw of each device before: objects it saw count as delivered even when absent
+ * here, and its newest keyring is known. Nothing is written to it here: callers decide
+ * what to remember (PhoneMemory.remember).
+ *
+ * `keeper(entry, body)` is handed the body of every object that opened and passed the
+ * per-object rules, in the order of `entries`. With `sync`, the rule only a sync applies
+ * is added: the bucket must hold the newest object of each device this phone has seen.
+ * `onProgress(done, total)` is called after each object.
  */
 export async function verifySource(source, reader, remembered = new Map(), keeper = null, { sync = false, onProgress } = {}) {
   const result = new Verification();
   const names = await source.names();
   let done = 0;
   for (const name of names) {
-    const entry = await readOne(source, reader, name, result, keeper);
+    const entry = await readEntry(source, reader, name, result, keeper);
     if (entry !== null) result.entries.push(entry);
-    done += 1;
-    if (onProgress) onProgress(done, names.length);
+    onProgress?.(++done, names.length);
   }
   const unreadable = result.entries.filter((e) => e.contents === null && !e.rejected).length;
   if (unreadable) {
@@ -99,46 +117,58 @@ export async function verifySource(source, reader, remembered = new Map(), keepe
       { problem: false, code: Code.NOT_FOR_US },
     );
   }
-  const byDevice = new Map();
-  for (const entry of result.entries) {
-    if (!byDevice.has(entry.deviceIdHex)) byDevice.set(entry.deviceIdHex, []);
-    byDevice.get(entry.deviceIdHex).push(entry);
-  }
   const memory = remembered ?? new Map();
-  for (const [id, entries] of byDevice) {
-    await new DeviceChain(entries, result, memory.get(id) ?? NOTHING).check();
+  for (const [id, entries] of byDevice(result.entries)) {
+    new DeviceChain(entries, result, memory.get(id) ?? NOTHING).check();
   }
   if (sync) newestMissing(result, new Set(names), memory);
   return result;
 }
 
-async function readOne(source, reader, name, result, keeper) {
+/**
+ * The chain rules over one device's entries, given what the phone remembers of it
+ * (`remembered`: a Remembered, or NOTHING). Returns a Verification holding only the
+ * findings of the chain (and `seen`, what it would remember); reads nothing.
+ */
+export function checkDeviceChain(entries, remembered = NOTHING) {
+  const result = new Verification();
+  result.entries = entries;
+  if (entries.length) new DeviceChain(entries, result, remembered ?? NOTHING).check();
+  return result;
+}
+
+function byDevice(entries) {
+  const out = new Map();
+  for (const entry of entries) {
+    if (!out.has(entry.deviceIdHex)) out.set(entry.deviceIdHex, []);
+    out.get(entry.deviceIdHex).push(entry);
+  }
+  return out;
+}
+
+async function readEntry(source, reader, name, result, keeper) {
+  let bytes;
+  try {
+    bytes = await source.read(name);
+  } catch (error) {
+    result.add(name, `unreadable: ${error.message}`, { code: Code.UNREADABLE });
+    return null;
+  }
   let envelope;
   try {
-    let bytes;
-    try {
-      bytes = await source.read(name);
-    } catch (error) {
-      result.add(name, `unreadable: ${error.message}`, { code: Code.UNREADABLE });
-      return null;
-    }
     envelope = await reader.verify(bytes);
   } catch (error) {
-    switch (error?.code) {
-      case 'malformed':
-        result.add(name, `malformed: ${error.message}`, { code: Code.MALFORMED });
-        return null;
-      case 'untrusted':
-        result.add(name, `not from a trusted doorbell: ${error.message} (foreign or replayed object)`, {
-          code: Code.UNTRUSTED,
-        });
-        return null;
-      case undefined:
-        throw error;
-      default:
-        result.add(name, `tampered or forged: ${error.message}`, { code: Code.FORGED });
-        return null;
+    if (error?.code === undefined) throw error; // a bug, not a bad object
+    if (error.code === 'malformed') {
+      result.add(name, `malformed: ${error.message}`, { code: Code.MALFORMED });
+    } else if (error.code === 'untrusted') {
+      result.add(name, `not from a trusted doorbell: ${error.message} (foreign or replayed object)`, {
+        code: Code.UNTRUSTED,
+      });
+    } else {
+      result.add(name, `tampered or forged: ${error.message}`, { code: Code.FORGED });
     }
+    return null;
   }
   const record = (contents, rejected = false) => ({
     name,
@@ -147,7 +177,7 @@ async function readOne(source, reader, name, result, keeper) {
     seq: envelope.seq,
     prev: envelope.prev,
     chainHash: envelope.chainHash,
-    stanzas: envelope.stanzas.map((s) => ({ suite: s.suite, tag: s.tag })),
+    stanzas: envelope.stanzas.map(({ suite, tag }) => ({ suite, tag })),
     contents,
     rejected,
   });
@@ -155,33 +185,35 @@ async function readOne(source, reader, name, result, keeper) {
   try {
     opened = await reader.openEnvelope(envelope);
   } catch (error) {
-    if (error?.code === 'not-for-us') return record(null);
     if (error?.code === undefined) throw error;
+    if (error.code === 'not-for-us') return record(null);
     // Signed by the device, so its place in the chain is authentic; its payload is not usable.
-    result.add(name, `signed but does not open: ${error.message}`, { code: Code.UNOPENABLE });
+    if (error.code === 'rejected') result.add(name, `rejected: ${error.message}`, { code: Code.REJECTED });
+    else result.add(name, `signed but does not open: ${error.message}`, { code: Code.UNOPENABLE });
     return record(null, true);
   }
-  let keyring;
+  let keyring = null;
   try {
-    keyring = contentsKeyring(opened, checkContents(opened));
+    const checked = checkContents(opened);
+    if (opened.kind === KIND.KEYRING) keyring = checked ?? opened.keyring;
   } catch (error) {
     if (error?.code === undefined) throw error;
     result.add(name, `rejected: ${error.message}`, { code: Code.REJECTED });
     return record(null, true);
   }
   const entry = record({ kind: opened.kind, timeUs: opened.timeUs, epoch: opened.epoch, meta: opened.meta, keyring });
-  if (keeper) await keeper.keep(entry, opened.body);
+  if (keeper) await keeper(entry, opened.body);
   return entry;
 }
 
-/** The keyring of a keyring object once its contents passed, null for other kinds. */
-function contentsKeyring(opened, checked) {
-  if (opened.kind !== KIND.KEYRING) return null;
-  return checked ?? opened.keyring ?? null;
-}
-
-/** The source must hold the newest object of each device this phone has seen (sync.py). */
-function newestMissing(verification, listed, remembered) {
+/**
+ * The bucket must hold the newest object of each device that this phone has seen
+ * (doorbell/phone/sync.py). Objects alone cannot show that the newest ones were deleted; a
+ * phone that saw a higher seq (live, or in another copy) can. The bucket may only be
+ * behind (the doorbell uploads after it notifies), so the words say both. Only devices
+ * with objects here are checked: one phone may follow doorbells of different buckets.
+ */
+export function newestMissing(verification, listed, remembered) {
   const newest = new Map();
   const fetched = new Set();
   for (const entry of verification.entries) {
@@ -196,7 +228,7 @@ function newestMissing(verification, listed, remembered) {
     const ends = bucketMax >= 0n ? `ends at seq ${bucketMax}` : 'holds none of its objects';
     verification.add(
       `device ${device.slice(0, 16)}`,
-      `newest objects not in the bucket yet, or deleted: this phone has seen seq ` +
+      'newest objects not in the bucket yet, or deleted: this phone has seen seq ' +
         `${head.seq} (live, or in another copy), but the bucket ${ends}; sync again once ` +
         'the doorbell has uploaded: still missing then, they were deleted',
       { code: Code.NEWEST_MISSING },
@@ -206,6 +238,20 @@ function newestMissing(verification, listed, remembered) {
 
 const isNotice = (contents, notice) => contents.kind === KIND.NOTICE && contents.meta.notice === notice;
 
+/** Authentic, but this phone cannot see what it is (not sealed to it). */
+const unknown = (entry) => entry.contents === null && !entry.rejected;
+
+/** Numbers announced as never to appear: a restart's skip, a quota or damaged range. */
+function gap(first, last, reason, notice, bridge = null, confirmed = true) {
+  // reason: "restart", "quota" or "damaged"; notice: seq of the object that announced it;
+  // bridge: chain hash of object `last`, for discarded ranges; confirmed: false when
+  // implied by an object this phone cannot open.
+  return { first, last, reason, notice, bridge, confirmed };
+}
+
+const byTuple = (a, b) => compareBig(a[0], b[0]) || compareBig(a[1], b[1]);
+
+/** The chain rules for one device's objects (FORMAT §6 and §7). */
 class DeviceChain {
   constructor(entries, result, memory) {
     this.result = result;
@@ -214,14 +260,16 @@ class DeviceChain {
     this.deviceIdHex = entries[0].deviceIdHex;
     this.device = `device ${this.deviceIdHex.slice(0, 16)}`;
     this.entries = entries;
-    this.unique = new Map(); // seq -> Entry
-    this.present = []; // sorted BigInt seqs
+    this.unique = new Map(); // seq -> the first entry with it
+    this.present = []; // sorted seqs
     this.gaps = [];
     this.restarts = new Map(); // restart notices this phone read: seq -> meta
     this.forked = new Set();
     // Objects this phone cannot open although every keyring they can have been sealed
     // under lists it: they cannot be a notice sealed to others (FORMAT §7).
     this.withheld = new Set();
+    // Remembered runs minus the objects present, computed once: every range a notice
+    // announces is then one bisection, however many there are.
     this.absentSeen = null;
     this.absentKept = null;
   }
@@ -234,9 +282,9 @@ class DeviceChain {
     return this.unique.get(seq);
   }
 
-  async check() {
+  check() {
     this.namesAndForks();
-    await this.keyrings();
+    this.keyrings();
     this.notices();
     this.links();
     this.overlaps();
@@ -246,7 +294,7 @@ class DeviceChain {
     this.remember();
   }
 
-  // -- names, duplicates, forks
+  // -- names, duplicates, forks --------------------------------------------------------------
 
   namesAndForks() {
     const bySeq = new Map();
@@ -297,22 +345,22 @@ class DeviceChain {
     }
   }
 
-  // -- keyrings, epochs, stanzas (FORMAT §7)
+  // -- keyrings, epochs, stanzas (FORMAT §7) -------------------------------------------------
 
-  /** Every keyring this phone knows, by epoch: [lowest seq that carries it, keyring]. */
+  /** Every keyring this phone knows, by epoch: [lowest seq that carries it, keyring]. Each
+   * was opened from a keyring object sealed to that keyring, so each lists this phone. */
   knownKeyrings() {
     const known = new Map();
     const remembered = this.memory.keyring;
-    if (remembered) known.set(remembered.epoch, [remembered.seq, remembered.keyring]);
+    if (remembered !== null) known.set(remembered.epoch, [remembered.seq, remembered.keyring]);
     for (const seq of this.present) {
-      const entry = this.at(seq);
-      const keyring = entry.contents?.keyring ?? null;
+      const keyring = this.at(seq).contents?.keyring ?? null;
       if (keyring === null) continue;
       if (!known.has(keyring.epoch)) known.set(keyring.epoch, [seq, keyring]);
       const earlier = known.get(keyring.epoch);
       if (!sameKeyring(earlier[1], keyring)) {
         this.add(
-          entry.name,
+          this.at(seq).name,
           `keyring epoch ${keyring.epoch} differs from the keyring of the same epoch ` +
             `in seq ${earlier[0]}: one epoch, two keyrings`,
           Code.KEYRING,
@@ -324,11 +372,11 @@ class DeviceChain {
     return known;
   }
 
-  async keyrings() {
+  keyrings() {
     const known = this.knownKeyrings();
     const remembered = this.memory.keyring;
     let newest = null; // [seq, epoch] of the highest epoch so far
-    const opened = this.present.filter((s) => this.at(s).contents !== null);
+    const opened = this.present.filter((seq) => this.at(seq).contents !== null);
     for (const seq of opened) {
       const { contents } = this.at(seq);
       const rollback = epochRollback(seq, contents.epoch, newest, remembered);
@@ -338,9 +386,9 @@ class DeviceChain {
     this.published(opened, known);
     for (const [seq, epoch, inferred] of this.epochs(opened, known)) {
       const sealedUnder = known.get(epoch);
-      if (sealedUnder === undefined) continue; // an opened one is reported by published()
+      if (sealedUnder === undefined) continue; // an opened one is reported by published(); an inferred one cannot be
       const entry = this.at(seq);
-      const mismatch = await stanzaMismatch(entry, sealedUnder[1]);
+      const mismatch = stanzaMismatch(entry, sealedUnder[1]);
       if (mismatch !== null) {
         if (inferred) this.withheld.add(seq);
         const how = inferred ? ' (the objects around it were sealed under it)' : '';
@@ -349,8 +397,11 @@ class DeviceChain {
     }
   }
 
-  /** Every opened object's epoch has a keyring object at or below its seq; only a restart
-   * notice comes first, and the keyring object of its run must then follow it at once. */
+  /** Every opened object's epoch has a keyring object at or below its seq.
+   *
+   * The device seals a keyring object before the first object under a changed keyring
+   * and never evicts one. Only a restart notice comes first: it is sealed before the
+   * keyring object of its run, which must then follow it at once. */
   published(opened, known) {
     for (const seq of opened) {
       const { contents } = this.at(seq);
@@ -372,7 +423,14 @@ class DeviceChain {
     return keyring === null ? null : keyring.epoch;
   }
 
-  /** [seq, epoch, inferred] for every object whose keyring epoch is known (see chain.py). */
+  /** [seq, epoch, inferred] for every object whose keyring epoch is known.
+   *
+   * An object this phone cannot open has an unknown epoch, unless the nearest objects it
+   * can open before and after it carry the same epoch: epochs never go back, and a keyring
+   * change bumps the epoch, so it was sealed under that epoch too. When they carry
+   * different epochs and this phone knows the keyring of every epoch from one to the
+   * other, it was sealed under one of them, each listing this phone: it is withheld (it
+   * lacks this phone's stanza). */
   epochs(opened, known) {
     const out = [];
     const epochs = [...known.keys()].sort((a, b) => a - b);
@@ -384,7 +442,7 @@ class DeviceChain {
         continue;
       }
       const [before, after] = this.openedAround(seq, opened);
-      if (before === null || after === null) continue; // before enrolment, or after revocation?
+      if (before === null || after === null) continue; // sealed before this phone was enrolled, or after it was revoked?
       if (before === after) {
         out.push([seq, before, true]);
       } else if (allKnown(epochs, before, after)) {
@@ -402,22 +460,22 @@ class DeviceChain {
   }
 
   /** The epochs of the nearest objects this phone opened before and after `seq`: in this
-   * set, or the keyring it remembers. */
+   * set, or the keyring it remembers (opened earlier, live or in a copy). */
   openedAround(seq, opened) {
     const at = bisectLeft(opened, seq);
     const below = at > 0 ? [[opened[at - 1], this.at(opened[at - 1]).contents.epoch]] : [];
     const above = at < opened.length ? [[opened[at], this.at(opened[at]).contents.epoch]] : [];
     const remembered = this.memory.keyring;
-    if (remembered && remembered.seq !== seq) {
+    if (remembered !== null && remembered.seq !== seq) {
       (remembered.seq < seq ? below : above).push([remembered.seq, remembered.epoch]);
     }
     const order = (a, b) => compareBig(a[0], b[0]) || a[1] - b[1];
-    const before = below.length ? below.sort(order)[below.length - 1] : null;
-    const after = above.length ? above.sort(order)[0] : null;
-    return [before === null ? null : before[1], after === null ? null : after[1]];
+    const before = below.sort(order).at(-1);
+    const after = above.sort(order)[0];
+    return [before === undefined ? null : before[1], after === undefined ? null : after[1]];
   }
 
-  // -- notices (FORMAT §6)
+  // -- notices (FORMAT §6) -------------------------------------------------------------------
 
   notices() {
     for (const seq of this.present) {
@@ -443,8 +501,8 @@ class DeviceChain {
     return below.length ? below.reduce(minBig) : null;
   }
 
-  /** The lowest seq in first..last this phone remembers and that is absent here (`kept`:
-   * only one it opened and that the device never evicts). */
+  /** The lowest seq in first..last that this phone remembers and that is absent here
+   * (with `kept`: only one it opened and that the device never evicts). */
   rememberedAbsent(first, last, kept = false) {
     if (kept) {
       this.absentKept ??= without(this.memory.kept, this.present);
@@ -457,7 +515,7 @@ class DeviceChain {
   restart(seq, meta) {
     const entry = this.at(seq);
     this.restarts.set(seq, meta);
-    const previous = meta.previous ?? null;
+    const previous = meta.previous;
     const first = big(meta.skipped.first);
     const last = big(meta.skipped.last);
     const broken = [];
@@ -469,7 +527,7 @@ class DeviceChain {
       const older = this.olderKnown(seq);
       if (older !== null) {
         broken.push(
-          `says no chain head was recorded (previous: null), but this phone knows seq ${older} of this device`,
+          'says no chain head was recorded (previous: null), but this phone ' + `knows seq ${older} of this device`,
         );
       }
     } else {
@@ -529,9 +587,7 @@ class DeviceChain {
       this.add(entry.name, `discarded notice seq ${seq}: ${problem}`, Code.DISCARD);
       return;
     }
-    const ranges = meta.ranges
-      .map((item) => [big(item.first), big(item.last)])
-      .sort((a, b) => compareBig(a[0], b[0]) || compareBig(a[1], b[1]));
+    const ranges = meta.ranges.map((item) => [big(item.first), big(item.last)]).sort(byTuple);
     for (let i = 0; i + 1 < ranges.length; i++) {
       const [first, last] = ranges[i];
       const [after, end] = ranges[i + 1];
@@ -598,20 +654,21 @@ class DeviceChain {
     }
   }
 
-  // -- links (FORMAT §6)
+  // -- links (FORMAT §6) ---------------------------------------------------------------------
 
   links() {
-    const bridges = new Map();
+    const bridges = new Map(); // last seq of a discarded range -> its gap
     for (const g of this.gaps) if (g.bridge !== null) bridges.set(g.last, g);
-    const byHash = new Map();
-    for (const s of this.present) byHash.set(toHex(this.at(s).chainHash), s);
-    if (this.head !== null && !byHash.has(toHex(this.head.hash))) byHash.set(toHex(this.head.hash), this.head.seq);
+    const byHash = new Map(); // chain hash (hex) -> seq
+    for (const seq of this.present) byHash.set(toHex(this.at(seq).chainHash), seq);
+    const head = this.head;
+    if (head !== null && !byHash.has(toHex(head.hash))) byHash.set(toHex(head.hash), head.seq);
     for (const seq of this.present) {
       if (this.restarts.has(seq)) {
         // Its prev is held to previous.hash by the restart rules; right after a quota
         // range, previous must be that range's last object.
         const g = bridges.get(seq - 1n);
-        const previous = this.restarts.get(seq).previous ?? null;
+        const previous = this.restarts.get(seq).previous;
         if (
           g !== undefined &&
           (previous === null || big(previous.seq) !== g.last || !equal(fromHex(previous.hash), g.bridge))
@@ -688,8 +745,11 @@ class DeviceChain {
     }
   }
 
-  /** An object this phone cannot open names an older object as its predecessor: only a
-   * restart notice does that, so the same limits apply to what the signed link says. */
+  /** An object this phone cannot open names an older object as its predecessor.
+   *
+   * Only a restart notice does that; this phone cannot read it, so the same limits apply
+   * to what the signed link itself says: at most one reservation block skipped, and
+   * nothing this phone has seen inside it. */
   unreadableRestart(entry, linked) {
     const seq = entry.seq;
     const first = linked + 1n;
@@ -715,19 +775,22 @@ class DeviceChain {
     }
   }
 
-  // -- ranges
+  // -- ranges --------------------------------------------------------------------------------
 
-  /** Announced ranges never share a number, but for quota ranges of two notices (evicted
-   * again after a restart): a note. */
+  /** Announced ranges never share a number, but for discarded ranges of two notices.
+   *
+   * A device that stops between spooling a discarded notice and deleting what it let go
+   * announces the same objects again after the restart: a note. Each range was held to
+   * its own rules already. */
   overlaps() {
     const ordered = [...this.gaps].sort((a, b) => compareBig(a.first, b.first) || compareBig(a.last, b.last));
-    let widest = null;
-    let widestOther = null;
+    let widest = null; // of all ranges so far, the one reaching furthest
+    let widestOther = null; // the same, among ranges that may not overlap at all
     for (const g of ordered) {
-      const strict = !(g.reason in DISCARD_REASONS);
+      const strict = !isDiscardReason(g.reason);
       for (const earlier of [widestOther, widest]) {
         if (earlier === null || g.first > earlier.last) continue;
-        const again = !strict && earlier.reason in DISCARD_REASONS;
+        const again = !strict && isDiscardReason(earlier.reason);
         if (again && earlier.notice === g.notice) break; // one notice's own ranges: discarded() reports those
         this.add(
           this.device,
@@ -745,17 +808,20 @@ class DeviceChain {
   }
 
   missing() {
-    // A gap followed by an object this phone cannot open may have been announced in a
-    // notice it cannot read either: it cannot be confirmed (FORMAT §6.2, "unconfirmed").
-    const unreadable = this.present.filter((s) => unknown(this.at(s)) && !this.withheld.has(s));
-    const unreadableUntil = unreadable.length ? unreadable[unreadable.length - 1] : -1n;
+    // A gap followed by an object this phone cannot open (sealed before it was enrolled,
+    // or after it was revoked) may have been announced in a notice it cannot read either:
+    // it cannot be confirmed. Not when that object should have been sealed to this phone
+    // (withheld), nor when the gap holds an object this phone saw and that the device
+    // never evicts (no notice may hide that). See FORMAT §6.2, "unconfirmed".
+    const unreadable = this.present.filter((seq) => unknown(this.at(seq)) && !this.withheld.has(seq));
+    const unreadableUntil = unreadable.length ? unreadable.at(-1) : -1n;
     const gaps = new GapIndex(this.gaps);
     let expected = 0n;
-    for (const seq of [...this.present, null]) {
-      const stop = seq === null ? this.present[this.present.length - 1] + 1n : seq;
-      for (const [first, last, g] of uncovered(expected, stop - 1n, gaps)) {
+    for (const seq of this.present) {
+      for (const [first, last, g] of gaps.split(expected, seq - 1n)) {
         const span = first === last ? `seq ${first}` : `seq ${first}..${last}`;
-        // Only an object the device never evicts excuses nothing.
+        // Only an object the device never evicts excuses nothing: a media segment this
+        // phone saw in another sink's copy may be evicted from this one's queue.
         const kept = g === null ? this.rememberedAbsent(first, last, true) : null;
         if (g === null && kept === null && last < unreadableUntil) {
           this.add(
@@ -782,14 +848,14 @@ class DeviceChain {
           this.add(this.device, `${span} ${announcedAs(g.reason)}`, Code.ANNOUNCED, { problem: false });
         }
       }
-      if (seq === null) break;
       expected = seq + 1n;
     }
   }
 
-  // -- clips and eviction order (FORMAT §4.1 and §6)
+  // -- clips and eviction order (FORMAT §4.1 and §6) -----------------------------------------
 
-  /** Clips by id, and each stream's segments as sorted [index, seq]. */
+  /** Clips by id ({clipId, stream, firstIndex, lastIndex, eventSeq}), and each stream's
+   * segments as sorted [index, seq]. */
   clipPlan() {
     const events = new Map();
     const ends = new Map();
@@ -800,7 +866,7 @@ class DeviceChain {
       const meta = contents.meta;
       if (contents.kind === KIND.EVENT && meta.stream) {
         if (!events.has(meta.clip)) {
-          events.set(meta.clip, { clipId: meta.clip, stream: meta.stream, firstIndex: big(meta.first_index), lastIndex: null, eventSeq: seq });
+          events.set(meta.clip, { clipId: meta.clip, stream: meta.stream, firstIndex: big(meta.first_index), eventSeq: seq });
         }
       } else if (isNotice(contents, 'clip-end')) {
         if (!ends.has(meta.clip)) ends.set(meta.clip, big(meta.last_index));
@@ -809,7 +875,7 @@ class DeviceChain {
         segments.get(meta.stream).push([big(meta.index), seq]);
       }
     }
-    for (const listed of segments.values()) listed.sort((a, b) => compareBig(a[0], b[0]) || compareBig(a[1], b[1]));
+    for (const listed of segments.values()) listed.sort(byTuple);
     for (const [id, clip] of events) clip.lastIndex = ends.get(id) ?? null;
     return [events, segments];
   }
@@ -817,8 +883,8 @@ class DeviceChain {
   /** Events of one clip agree on its stream and first segment; a clip ends once, on the
    * stream of its events. */
   clips() {
-    const firstEvent = new Map();
-    const ends = new Map();
+    const firstEvent = new Map(); // clip -> [seq, stream, first index]
+    const ends = new Map(); // clip -> [[seq, stream], ...]
     const short = (text) => text.slice(0, 8) || '(none)';
     for (const seq of this.present) {
       const { contents } = this.at(seq);
@@ -867,8 +933,9 @@ class DeviceChain {
     }
   }
 
-  /** A quota eviction may not take clip segments while continuous recording survives
-   * (FORMAT §6, "Eviction order"). */
+  /** A quota eviction may not take clip segments while continuous recording survives.
+   *
+   * See FORMAT §6, "Eviction order", for the rule and why it is exact. */
   evictionOrder() {
     const quota = this.gaps.filter((g) => g.reason === 'quota').sort((a, b) => compareBig(a.first, b.first));
     if (!quota.length) return;
@@ -904,7 +971,7 @@ class DeviceChain {
       let last = clip.lastIndex;
       if (last === null) {
         // A clip with no clip-end notice runs to the newest segment of its stream.
-        last = listed.length ? listed.map((x) => x[0]).reduce((a, b) => (a > b ? a : b)) : clip.firstIndex;
+        last = listed.length ? listed.at(-1)[0] : clip.firstIndex;
       }
       if (!ranges.has(clip.stream)) ranges.set(clip.stream, []);
       ranges.get(clip.stream).push([clip.firstIndex, last]);
@@ -917,11 +984,16 @@ class DeviceChain {
     return out.sort(compareBig);
   }
 
-  /** Runs of the clip's missing segments whose seqs can only lie in quota ranges:
-   * [low seq, high seq, "i..j"] per run, found between present segments. */
+  /** Runs of the clip's missing segments whose seqs can only lie in quota ranges.
+   *
+   * A missing index lies between the seqs of the stream's nearest present segments below
+   * and above it (a stream's segments are sealed in index order). If every absent number
+   * in that interval is inside a quota range, the segment was evicted. Returns
+   * [low seq, high seq, "i..j"] per run; runs are found between present segments, so
+   * their number is bounded by the segments present. */
   evictedRuns(clip, listed, evicted) {
     if (clip.lastIndex === null || clip.lastIndex < clip.firstIndex) return [];
-    const indexes = listed.map((x) => x[0]);
+    const indexes = listed.map(([index]) => index);
     const out = [];
     let want = clip.firstIndex;
     let at = bisectLeft(indexes, clip.firstIndex);
@@ -984,26 +1056,14 @@ class DeviceChain {
     return -1n;
   }
 
-  // -- memory
+  // -- memory --------------------------------------------------------------------------------
 
   remember() {
-    let head = null;
-    for (let i = this.present.length - 1; i >= 0; i--) {
-      const seq = this.present[i];
-      if (!this.forked.has(seq)) {
-        head = { seq, hash: this.at(seq).chainHash };
-        break;
-      }
-    }
-    let keyring = null;
-    for (let i = this.present.length - 1; i >= 0; i--) {
-      const seq = this.present[i];
-      const found = this.at(seq).contents?.keyring ?? null;
-      if (found !== null) {
-        keyring = knownKeyring(seq, found);
-        break;
-      }
-    }
+    const newestFirst = [...this.present].reverse();
+    const headSeq = newestFirst.find((seq) => !this.forked.has(seq));
+    const head = headSeq === undefined ? null : { seq: headSeq, hash: this.at(headSeq).chainHash };
+    const keyringSeq = newestFirst.find((seq) => this.at(seq).contents?.keyring);
+    const keyring = keyringSeq === undefined ? null : knownKeyring(keyringSeq, this.at(keyringSeq).contents.keyring);
     const kept = this.present.filter((seq) => {
       const { contents } = this.at(seq);
       return contents !== null && contents.kind !== KIND.SEGMENT;
@@ -1012,114 +1072,10 @@ class DeviceChain {
   }
 }
 
-const unknown = (entry) => entry.contents === null && !entry.rejected;
-
+/** Whether the sorted `epochs` hold every epoch of first..last. */
 function allKnown(epochs, first, last) {
   if (last < first) return false;
   const low = bisectLeft(epochs, first);
   const high = bisectRight(epochs, last);
   return high - low === last - first + 1;
-}
-
-/** Numbers announced as never to appear: a restart's skip or a quota eviction. */
-function gap(first, last, reason, notice, bridge = null, confirmed = true) {
-  return { first, last, reason, notice, bridge, confirmed };
-}
-
-/** Announced gaps sorted by first number, for lookups in logarithmic time however many
- * there are and however they overlap. A max-tree over the gaps' last numbers answers "the
- * last gap, in order of first number, that starts at or before n and reaches n". */
-class GapIndex {
-  constructor(gaps) {
-    this.gaps = [...gaps].sort((a, b) => compareBig(a.first, b.first));
-    this.firsts = this.gaps.map((g) => g.first);
-    this.leaves = 1;
-    while (this.leaves < this.gaps.length) this.leaves *= 2;
-    const reach = new Array(2 * this.leaves).fill(-1n);
-    this.gaps.forEach((g, i) => {
-      reach[this.leaves + i] = g.last;
-    });
-    for (let node = this.leaves - 1; node > 0; node--) {
-      reach[node] = reach[2 * node] > reach[2 * node + 1] ? reach[2 * node] : reach[2 * node + 1];
-    }
-    this.reach = reach;
-  }
-
-  /** The gap holding `seq` that starts last, or null. */
-  covering(seq) {
-    const at = bisectRight(this.firsts, seq) - 1;
-    const found = at >= 0 ? this.rightmost(1, 0, this.leaves, at, seq) : null;
-    return found === null ? null : this.gaps[found];
-  }
-
-  rightmost(node, low, high, at, seq) {
-    if (low > at || this.reach[node] < seq) return null;
-    if (high - low === 1) return low;
-    const middle = (low + high) >> 1;
-    const found = this.rightmost(2 * node + 1, middle, high, at, seq);
-    return found !== null ? found : this.rightmost(2 * node, low, middle, at, seq);
-  }
-
-  /** The gaps sharing a number with first..last, in order of first number. */
-  overlapping(first, last) {
-    const upto = bisectRight(this.firsts, last) - 1;
-    const found = [];
-    this.reaching(1, 0, this.leaves, upto, first, found);
-    return found.map((i) => this.gaps[i]);
-  }
-
-  reaching(node, low, high, upto, first, found) {
-    if (low > upto || this.reach[node] < first) return;
-    if (high - low === 1) {
-      found.push(low);
-      return;
-    }
-    const middle = (low + high) >> 1;
-    this.reaching(2 * node, low, middle, upto, first, found);
-    this.reaching(2 * node + 1, middle, high, upto, first, found);
-  }
-
-  /** The first number of the nearest gap starting after `seq`. */
-  nextFirst(seq) {
-    const at = bisectRight(this.firsts, seq);
-    return at < this.firsts.length ? this.firsts[at] : null;
-  }
-}
-
-/** Split first..last into runs, each announced by a gap or not. */
-function uncovered(first, last, gaps) {
-  const runs = [];
-  let seq = first;
-  while (seq <= last) {
-    const g = gaps.covering(seq);
-    let end;
-    if (g !== null) {
-      end = minBig(g.last, last);
-    } else {
-      const start = gaps.nextFirst(seq);
-      end = start === null || start > last ? last : start - 1n;
-    }
-    runs.push([seq, end, g]);
-    seq = end + 1n;
-  }
-  return runs;
-}
-
-/** `runs` minus the sorted seqs `present`. */
-function without(runs, present) {
-  const out = [];
-  for (let [low, high] of runs) {
-    let at = bisectLeft(present, low);
-    while (low <= high) {
-      if (at < present.length && present[at] <= high) {
-        if (present[at] > low) out.push([low, present[at] - 1n]);
-        low = present[at] + 1n;
-        at += 1;
-      } else {
-        out.push([low, high]);
-        break;
-      }
-    }
-  }
-  return out;
 }
