@@ -36,7 +36,7 @@ function secretOf(phone) {
   const { prefix, raw } = decodeKeyString(phone.secret, [PREFIX.secret[1], PREFIX.secret[2], PREFIX.expandedSecret]);
   return [prefix === PREFIX.secret[1] ? 1 : 2, raw];
 }
-const phones = Object.fromEntries(V.phones.map((p) => [p.name, bytesKeyHolder(...secretOf(p))]));
+const phones = Object.fromEntries(await Promise.all(V.phones.map(async (p) => [p.name, await bytesKeyHolder(...secretOf(p))])));
 const reader = () => new Reader({ devices: [devicePublicKey], keys: Object.values(phones) });
 
 // Python's error classes, as the codes of this reader.
@@ -134,7 +134,7 @@ test('an untrusted device, a stranger phone, and a stanza that does not open', a
   const bytes = fromHex(V.objects[0].object);
   const otherDevice = ed25519.getPublicKey(new Uint8Array(32).fill(3));
   await assert.rejects(new Reader({ devices: [otherDevice], keys: Object.values(phones) }).open(bytes), { code: 'untrusted' });
-  const stranger = bytesKeyHolder(1, new Uint8Array(32).fill(9));
+  const stranger = await bytesKeyHolder(1, new Uint8Array(32).fill(9));
   await assert.rejects(new Reader({ devices: [devicePublicKey], keys: [stranger] }).open(bytes), (error) => {
     assert.ok(error instanceof NotARecipient);
     assert.equal(error.code, 'not-for-us');
@@ -230,7 +230,7 @@ test('keyring version 2: seeds, expansions, public keys, roles and signing keys'
   const document = utf8(JSON.stringify(V2.document, null, 2) + '\n');
   let keyring;
   for (const phone of V2.phones) {
-    const r = new Reader({ devices: [devicePublicKey], keys: [bytesKeyHolder(2, fromHex(phone.secret_seed))] });
+    const r = new Reader({ devices: [devicePublicKey], keys: [await bytesKeyHolder(2, fromHex(phone.secret_seed))] });
     const opened = await r.open(object);
     assert.equal(opened.kind, 4);
     keyring = opened.keyring;
@@ -306,7 +306,7 @@ json.dump({"device": device.public_key.raw.hex(), "pq": pq.raw.hex(), "pq_expand
 `;
   const out = JSON.parse(execFileSync(PYTHON.pathname, ['-c', script], { cwd: ROOT.pathname, maxBuffer: 64 << 20 }));
   const bytes = fromHex(out.object);
-  for (const holder of [bytesKeyHolder(2, fromHex(out.pq)), bytesKeyHolder(2, fromHex(out.pq_expanded)), bytesKeyHolder(1, fromHex(out.classic))]) {
+  for (const holder of await Promise.all([bytesKeyHolder(2, fromHex(out.pq)), bytesKeyHolder(2, fromHex(out.pq_expanded)), bytesKeyHolder(1, fromHex(out.classic))])) {
     const opened = await new Reader({ devices: [fromHex(out.device)], keys: [holder] }).open(bytes);
     assert.equal(opened.kindName, 'segment');
     assert.equal(opened.seq, 9n);
@@ -317,7 +317,7 @@ json.dump({"device": device.public_key.raw.hex(), "pq": pq.raw.hex(), "pq_expand
   }
   // One altered ciphertext byte: the signature no longer holds.
   bytes[bytes.length - 100] ^= 1;
-  await assert.rejects(new Reader({ devices: [fromHex(out.device)], keys: [bytesKeyHolder(1, fromHex(out.classic))] }).open(bytes), {
+  await assert.rejects(new Reader({ devices: [fromHex(out.device)], keys: [await bytesKeyHolder(1, fromHex(out.classic))] }).open(bytes), {
     code: 'forged',
     message: /altered after the doorbell signed it/,
   });
