@@ -98,7 +98,13 @@ export class Watcher {
       opened = await this.reader.openEnvelope(envelope);
     } catch (error) {
       if (error?.code === undefined) throw error;
-      this.#skip(topic, error.message, SEALING_REASONS[error.code] ?? 'not a valid sealed object');
+      if (error.code !== 'rejected' || envelope === undefined) {
+        this.#skip(topic, error.message, SEALING_REASONS[error.code] ?? 'not a valid sealed object');
+        return;
+      }
+      // The reader holds what it opens to the content rules (checkContents) itself: the
+      // rules that come before them in watch.py are applied to what the envelope shows.
+      this.#rejectedContents(topic, device, envelope, error);
       return;
     }
     const seq = envelope.seq;
@@ -139,6 +145,16 @@ export class Watcher {
     else this.#keyring(deviceIdHex, seq, keyring);
     // After reporting: a ring shown twice after a crash beats a ring never shown.
     if (this.memory.rememberLive(envelope, keyring)) this.onRemembered();
+  }
+
+  #rejectedContents(topic, device, envelope, error) {
+    const deviceIdHex = envelope.deviceIdHex ?? toHex(envelope.deviceId);
+    if (deviceIdHex.slice(0, 16) !== device) {
+      this.#skip(topic, `object signed by device ${deviceIdHex.slice(0, 16)}`, 'signed by another doorbell than its topic names');
+      return;
+    }
+    if (!this.#firstSighting(topic, deviceIdHex, envelope)) return;
+    this.#skip(topic, `object ${envelope.seq}: ${error.message}`, 'contents a doorbell never seals');
   }
 
   /** QoS 1 may deliver twice and retained keyrings come back on every subscribe; the same

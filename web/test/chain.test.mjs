@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
-import { fromHex } from '../src/bytes.js';
-import { Reader } from '../src/format/object.js';
+import { fromHex, fromUtf8, toHex, utf8 } from '../src/bytes.js';
+import { Reader, objectName, recipientTag } from '../src/format/object.js';
 import { parseKeyring } from '../src/format/keyring.js';
 import { bytesKeyHolder } from '../src/crypto/kem.js';
 import { verifySource } from '../src/chain/verify.js';
@@ -113,4 +113,64 @@ test('seen.json version 1 is read; version 2 is written', async () => {
   assert.match(written, /"version": 2/);
   assert.match(written, /9007199254740993/);
   assert.throws(() => PhoneMemory.fromJSON('{"version": 3, "devices": {}}', { parseKeyring }), /seen\.json is damaged/);
+});
+
+/**
+ * A reader that hands out envelopes and opened objects built here, for chains no vector
+ * holds: every object still passes the real content checks (checkContents) and carries a
+ * stanza for every recipient of the vector keyring, so only the chain rules speak.
+ */
+function builtChain(objects) {
+  const deviceId = fromHex(VECTORS.device.device_id);
+  const keyring = parseKeyring(JSON.stringify(VECTORS.keyring));
+  const built = new Map();
+  for (const [seq, prev, kind, meta, body = new Uint8Array(0)] of objects) {
+    const name = objectName(deviceId, seq);
+    const stanzas = keyring.recipients.map((r) => ({
+      suite: r.suiteByte,
+      tag: recipientTag(deviceId, seq, r.suiteByte, r.publicKey),
+      wrapped: new Uint8Array(0),
+    }));
+    const chainHash = new Uint8Array(32).fill(Number(seq % 251n) + 1);
+    const envelope = { deviceId, deviceIdHex: VECTORS.device.device_id, seq, prev, stanzas, chainHash };
+    const opened = { ...envelope, kind, epoch: keyring.epoch, timeUs: 1795000000000000n, meta, body, keyring: null };
+    built.set(name, { envelope, opened });
+  }
+  const source = { names: async () => [...built.keys()], read: async (name) => utf8(name) };
+  const reader = {
+    verify: async (bytes) => built.get(fromUtf8(bytes)).envelope,
+    openEnvelope: async (envelope) => built.get(objectName(envelope.deviceId, envelope.seq)).opened,
+  };
+  return { source, reader, hashOf: (seq) => new Uint8Array(32).fill(Number(seq % 251n) + 1) };
+}
+
+function quotaChain(last) {
+  const top = 2n ** 63n + 1n;
+  const bridge = new Uint8Array(32).fill(Number(last % 251n) + 1);
+  const epoch = VECTORS.keyring.epoch;
+  return builtChain([
+    [0n, new Uint8Array(32), 4, { epoch }, utf8(JSON.stringify(VECTORS.keyring))],
+    [top, bridge, 5, { notice: 'discarded', reason: 'quota', ranges: [{ first: 1, last, last_hash: toHex(bridge) }] }],
+  ]);
+}
+
+test('a quota notice announcing 2^63 numbers costs what one number costs', async () => {
+  const { source, reader } = quotaChain(2n ** 63n);
+  const started = performance.now();
+  const result = await verifySource(source, reader, new Map());
+  assert.ok(performance.now() - started < 1000);
+  assert.deepEqual(result.problems, []);
+  assert.deepEqual(
+    result.findings.map((f) => f.message),
+    ['seq 1..9223372036854775808 announced as quota'],
+  );
+  const seen = result.seen.get(VECTORS.device.device_id);
+  assert.deepEqual(seen.seen, [[0n, 0n], [2n ** 63n + 1n, 2n ** 63n + 1n]]);
+});
+
+test('one number short of 2^63 announced: the last one is missing', async () => {
+  const { source, reader } = quotaChain(2n ** 63n - 1n);
+  const result = await verifySource(source, reader, new Map());
+  assert.deepEqual(problemCodes(result), ['missing']);
+  assert.ok(result.findings.some((f) => f.message === 'missing seq 9223372036854775808 (deleted or never delivered)'));
 });

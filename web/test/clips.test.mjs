@@ -79,7 +79,7 @@ test('a ring and a motion event of one clip are one clip, a ring', () => {
   assert.equal(plan.length, 1);
   assert.equal(plan[0].type, 'ring');
   assert.equal(plan[0].timeUs, 5000n);
-  assert.equal(plan[0].events.length, 2);
+  assert.equal(plan[0].snapshots.length, 2);
 });
 
 test('continuous recording outside clips is split where an index is skipped; newest first', () => {

@@ -3,8 +3,8 @@
 // and PhoneMemory.liveProblem to each message from the broker. One implementation of
 // FORMAT §4.1 and §7 for both.
 
-import { sha256 } from '@noble/hashes/sha2.js';
-import { concat, equal, toHex, u64, u8, utf8 } from '../bytes.js';
+import { equal, toHex } from '../bytes.js';
+import { recipientTag } from '../format/object.js';
 import { quote } from '../format/strictjson.js';
 
 // FORMAT §4.1: why a `discarded` notice may let numbers go, and how a phone reports the
@@ -27,17 +27,6 @@ export function discardReasonProblem(reason) {
 /** How a phone reports a range announced for `reason` (a discard, or a restart). */
 export function announcedAs(reason) {
   return isDiscardReason(reason) ? DISCARD_REASONS[reason] : `announced as ${reason}`;
-}
-
-const RECIPIENT_CONTEXT = utf8('doorbell/v1 recipient\0');
-
-/**
- * A recipient's tag in one object (FORMAT §3.2): SHA-256("doorbell/v1 recipient\0" ||
- * device id || u64(seq) || u8(suite) || public key)[0:16]. Synchronous: the chain rules
- * compute one per recipient per object, and a hash this small needs no round trip.
- */
-export function recipientTag(deviceId, seq, suite, publicKey) {
-  return sha256(concat(RECIPIENT_CONTEXT, deviceId, u64(seq), u8(suite), publicKey)).subarray(0, 16);
 }
 
 /**

@@ -10,7 +10,7 @@
 // by number: a notice claiming 2^63 numbers costs what a notice claiming one costs.
 
 import { equal, fromHex, toHex, ZERO32 } from '../bytes.js';
-import { checkContents } from '../format/object.js';
+import { KIND, checkContents, objectName } from '../format/object.js';
 import { GapIndex, Intervals, bisectLeft, bisectRight, compareBig, firstIn, minBig, seqsAsRuns, without } from './intervals.js';
 import { NOTHING, knownKeyring, seenIn } from './memory.js';
 import { announcedAs, discardReasonProblem, epochRollback, isDiscardReason, sameKeyring, stanzaMismatch } from './rules.js';
@@ -49,16 +49,8 @@ export const Code = Object.freeze({
   OVERLAP_NOTE: 're-announced',
 });
 
-/** Payload kinds (FORMAT §4). */
-export const KIND = Object.freeze({ INIT: 1, SEGMENT: 2, EVENT: 3, KEYRING: 4, NOTICE: 5 });
-
 /** At most this many numbers a restart may skip (FORMAT §6). */
 export const RESERVATION_BLOCK = 1024n;
-
-/** An object's name (FORMAT §8): the device id's first 16 hex digits and the seq in 20 digits. */
-export function objectName(deviceIdHex, seq) {
-  return `${deviceIdHex.slice(0, 16)}-${seq.toString().padStart(20, '0')}.sealed`;
-}
 
 /** A u64 of checked meta (a Number when it fits a double exactly, else a BigInt), as BigInt. */
 export const big = (value) => BigInt(value);
@@ -195,7 +187,7 @@ async function readEntry(source, reader, name, result, keeper) {
   let keyring = null;
   try {
     const checked = checkContents(opened);
-    if (opened.kind === KIND.KEYRING) keyring = checked ?? opened.keyring;
+    if (opened.kind === KIND.keyring) keyring = checked ?? opened.keyring;
   } catch (error) {
     if (error?.code === undefined) throw error;
     result.add(name, `rejected: ${error.message}`, { code: Code.REJECTED });
@@ -236,7 +228,7 @@ export function newestMissing(verification, listed, remembered) {
   }
 }
 
-const isNotice = (contents, notice) => contents.kind === KIND.NOTICE && contents.meta.notice === notice;
+const isNotice = (contents, notice) => contents.kind === KIND.notice && contents.meta.notice === notice;
 
 /** Authentic, but this phone cannot see what it is (not sealed to it). */
 const unknown = (entry) => entry.contents === null && !entry.rejected;
@@ -480,7 +472,7 @@ class DeviceChain {
   notices() {
     for (const seq of this.present) {
       const { contents } = this.at(seq);
-      if (contents === null || contents.kind !== KIND.NOTICE) continue;
+      if (contents === null || contents.kind !== KIND.notice) continue;
       if (contents.meta.notice === 'restart') this.restart(seq, contents.meta);
       else if (contents.meta.notice === 'discarded') this.discarded(seq, contents.meta);
     }
@@ -864,13 +856,13 @@ class DeviceChain {
       const { contents } = this.at(seq);
       if (contents === null) continue;
       const meta = contents.meta;
-      if (contents.kind === KIND.EVENT && meta.stream) {
+      if (contents.kind === KIND.event && meta.stream) {
         if (!events.has(meta.clip)) {
           events.set(meta.clip, { clipId: meta.clip, stream: meta.stream, firstIndex: big(meta.first_index), eventSeq: seq });
         }
       } else if (isNotice(contents, 'clip-end')) {
         if (!ends.has(meta.clip)) ends.set(meta.clip, big(meta.last_index));
-      } else if (contents.kind === KIND.SEGMENT) {
+      } else if (contents.kind === KIND.segment) {
         if (!segments.has(meta.stream)) segments.set(meta.stream, []);
         segments.get(meta.stream).push([big(meta.index), seq]);
       }
@@ -903,7 +895,7 @@ class DeviceChain {
           );
         }
       }
-      if (contents.kind !== KIND.EVENT) continue;
+      if (contents.kind !== KIND.event) continue;
       const claim = [seq, meta.stream, big(meta.first_index)];
       if (!firstEvent.has(meta.clip)) firstEvent.set(meta.clip, claim);
       const earlier = firstEvent.get(meta.clip);
@@ -1050,7 +1042,7 @@ class DeviceChain {
     let at = bisectLeft(this.present, notice) - 1;
     while (at >= 0) {
       const { contents } = this.at(this.present[at]);
-      if (contents === null || contents.kind !== KIND.KEYRING) return this.present[at];
+      if (contents === null || contents.kind !== KIND.keyring) return this.present[at];
       at -= 1;
     }
     return -1n;
@@ -1066,7 +1058,7 @@ class DeviceChain {
     const keyring = keyringSeq === undefined ? null : knownKeyring(keyringSeq, this.at(keyringSeq).contents.keyring);
     const kept = this.present.filter((seq) => {
       const { contents } = this.at(seq);
-      return contents !== null && contents.kind !== KIND.SEGMENT;
+      return contents !== null && contents.kind !== KIND.segment;
     });
     this.result.seen.set(this.deviceIdHex, { head, keyring, seen: seqsAsRuns(this.present), kept: seqsAsRuns(kept) });
   }
