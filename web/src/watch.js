@@ -204,6 +204,9 @@ export class Watcher {
     const shown = this.keyrings.get(deviceIdHex);
     this.keyrings.set(deviceIdHex, [seq, keyring.epoch]);
     if (shown !== undefined && keyring.epoch === shown[1]) return;
-    this.onKeyring(deviceIdHex, keyring);
+    // Which entry is this phone's: watch.py marks it "(this phone)".
+    const own = this.ownKey;
+    const mine = own ? (keyring.recipients.find((r) => equal(r.publicKey, own))?.name ?? null) : null;
+    this.onKeyring(deviceIdHex, keyring, mine);
   }
 }

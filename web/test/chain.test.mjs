@@ -127,8 +127,8 @@ function builtChain(objects) {
   for (const [seq, prev, kind, meta, body = new Uint8Array(0)] of objects) {
     const name = objectName(deviceId, seq);
     const stanzas = keyring.recipients.map((r) => ({
-      suite: r.suiteByte,
-      tag: recipientTag(deviceId, seq, r.suiteByte, r.publicKey),
+      suite: r.suite,
+      tag: recipientTag(deviceId, seq, r.suite, r.publicKey),
       wrapped: new Uint8Array(0),
     }));
     const chainHash = new Uint8Array(32).fill(Number(seq % 251n) + 1);
@@ -147,10 +147,10 @@ function builtChain(objects) {
 function quotaChain(last) {
   const top = 2n ** 63n + 1n;
   const bridge = new Uint8Array(32).fill(Number(last % 251n) + 1);
-  const epoch = VECTORS.keyring.epoch;
+  const epoch = BigInt(VECTORS.keyring.epoch); // strict JSON's integers are BigInts
   return builtChain([
     [0n, new Uint8Array(32), 4, { epoch }, utf8(JSON.stringify(VECTORS.keyring))],
-    [top, bridge, 5, { notice: 'discarded', reason: 'quota', ranges: [{ first: 1, last, last_hash: toHex(bridge) }] }],
+    [top, bridge, 5, { notice: 'discarded', reason: 'quota', ranges: [{ first: 1n, last, last_hash: toHex(bridge) }] }],
   ]);
 }
 

@@ -20,7 +20,7 @@ const SEGMENT = fromHex(VECTORS.objects.find((o) => o.kind === 2).object);
 const KEYS = await Promise.all(VECTORS.phones.map((p) => bytesKeyHolder(SUITE[p.suite], fromHex(p.secret_raw))));
 const topic = (leaf, device = DEVICE) => `doorbell/${device.slice(0, 16)}/${leaf}`;
 
-function watcher(memory = new PhoneMemory()) {
+function watcher(memory = new PhoneMemory(), ownKey = null) {
   const seen = { events: [], keyrings: [], rejected: [], remembered: 0 };
   const reader = new Reader({
     devices: [fromHex(VECTORS.device.public_raw)],
@@ -31,7 +31,8 @@ function watcher(memory = new PhoneMemory()) {
     memory,
     doorbells: [{ deviceIdHex: DEVICE, devicePublicKey: fromHex(VECTORS.device.public_raw), name: 'front door' }],
     onEvent: (event) => seen.events.push(event),
-    onKeyring: (device, keyring) => seen.keyrings.push([device, keyring]),
+    ownKey,
+    onKeyring: (device, keyring, mine) => seen.keyrings.push([device, keyring, mine]),
     onRejected: (rejection) => seen.rejected.push(rejection),
     onRemembered: () => (seen.remembered += 1),
   });
@@ -70,6 +71,7 @@ test('an event not newer than what this phone saw is a replay, never a ring', as
   await watch.handle('doorbell', topic('keyring'), KEYRING);
   assert.equal(seen.keyrings.length, 1);
   assert.equal(seen.keyrings[0][1].epoch, 2);
+  assert.equal(seen.keyrings[0][2], null);
   await watch.handle('doorbell', topic('event'), EVENT);
   assert.deepEqual(seen.events, []);
   assert.equal(seen.rejected.length, 1);
@@ -137,4 +139,11 @@ test('messages are handled one at a time, in the order they arrived', async () =
   ]);
   assert.deepEqual(order, ['on the wrong topic', 'event', 'not a doorbell/<device>/event or /keyring topic']);
   assert.equal(seen.events.length, 0);
+});
+
+test("a keyring names this phone's own entry", async () => {
+  const own = fromHex(VECTORS.phones.find((p) => p.name === 'test-phone-x25519').public_raw);
+  const { watch, seen } = watcher(new PhoneMemory(), own);
+  await watch.handle('doorbell', topic('keyring'), KEYRING);
+  assert.equal(seen.keyrings[0][2], 'test-phone-x25519');
 });

@@ -18,7 +18,7 @@ class Segments {
     this.byKey = new Map(); // "stream:index" -> [stream, index, entry], the first of each
     for (const entry of entries) {
       const contents = entry.contents;
-      if (contents === null || contents.kind !== KIND.segment) continue;
+      if (contents === null || contents.kind !== KIND.SEGMENT) continue;
       const { stream, index } = contents.meta;
       if (!isId(stream) || !isIndex(index)) continue;
       const key = `${stream}:${index}`;
@@ -96,7 +96,7 @@ export function planClips(verification) {
   const segments = new Segments(entries);
   const inits = new Map();
   for (const entry of entries) {
-    if (entry.contents?.kind !== KIND.init) continue;
+    if (entry.contents?.kind !== KIND.INIT) continue;
     const stream = entry.contents.meta.stream;
     if (typeof stream === 'string' && !inits.has(stream)) inits.set(stream, entry);
   }
@@ -113,7 +113,7 @@ function plan(entries, segments) {
     const contents = entry.contents;
     if (contents === null) continue;
     const meta = contents.meta;
-    if (contents.kind === KIND.event && isId(meta.clip) && isId(meta.stream)) {
+    if (contents.kind === KIND.EVENT && isId(meta.clip) && isId(meta.stream)) {
       let clip = clips.get(meta.clip);
       if (clip === undefined) {
         if (!isIndex(meta.first_index)) continue;
@@ -124,7 +124,7 @@ function plan(entries, segments) {
       clip.types.push(String(meta.type ?? 'event'));
       clip.snapshots.push(entry);
     } else if (
-      contents.kind === KIND.notice &&
+      contents.kind === KIND.NOTICE &&
       meta.notice === 'clip-end' &&
       isId(meta.clip) &&
       isIndex(meta.last_index)

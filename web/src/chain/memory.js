@@ -14,20 +14,22 @@
 //                seen: [[first, last], ...], kept: [[first, last], ...] }   (BigInt runs)
 
 import { equal, fromHex, toHex, utf8 } from '../bytes.js';
-import { encodeKeyString, PREFIX } from '../keystrings.js';
-import { KEYRING_FORMAT, parseKeyring } from '../format/keyring.js';
-import { isJsonInteger, isJsonObject, parseStrictJson, quote } from '../format/strictjson.js';
+import { keyringDocument, parseKeyring } from '../format/keyring.js';
+import { parseStrictJson, pyRepr } from '../format/strictjson.js';
 import { MAX_RUNS, firstIn, runsOf, seqsAsRuns } from './intervals.js';
 import { epochRollback, sameKeyring, stanzaMismatch } from './rules.js';
 
-export { MAX_RUNS, firstIn, runsOf, seqsAsRuns };
+export { MAX_RUNS, firstIn, keyringDocument, runsOf, seqsAsRuns };
+
+// Strict JSON gives every integer as a BigInt (format/strictjson.js).
+const isJsonObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+const isJsonInteger = (container, key) => typeof container[key] === 'bigint';
 
 export const VERSION = 2;
 const READS = [1, 2]; // version 1 had no "seen": its head is the only seq it remembers
 const U64_LIMIT = 1n << 64n;
 const DEVICE = /^[0-9a-f]{64}$/;
 const HASH = /^[0-9a-f]{64}$/;
-const KEEPS_KEYRING_VERSION = 2; // what keyringDocument writes
 
 /** The phone's memory cannot be read: it is never taken as empty (that would switch off
  * exactly the checks it exists for). */
@@ -86,23 +88,6 @@ export function seenIn(remembered, first, last) {
   return firstIn(remembered.seen, first, last);
 }
 
-/**
- * A keyring as the document the device publishes (FORMAT §7; Keyring.to_json): what the
- * memory writes for its newest keyring, and reads back as the same keyring.
- */
-export function keyringDocument(keyring) {
-  const recipients = keyring.recipients.map((r) => {
-    const out = { name: r.name, role: r.role, suite: r.suite, key: encodeKeyString(PREFIX.public[r.suiteByte], r.publicKey) };
-    if (r.signingKey) out.signing_key = encodeKeyString(PREFIX.signing, r.signingKey);
-    out.added = utcSecond(r.added);
-    if (r.expires) out.expires = utcSecond(r.expires);
-    return out;
-  });
-  const document = { format: KEYRING_FORMAT, version: KEEPS_KEYRING_VERSION, epoch: keyring.epoch, recipients };
-  return JSON.stringify(document, null, 2) + '\n';
-}
-
-const utcSecond = (when) => when.toISOString().slice(0, 19) + 'Z';
 
 /** What each live rejection is, in the watcher's own short words (watch.py). */
 export const FORKED = 'FORK: a forked chain (a copied or restored doorbell state, or a stolen device key)';
@@ -237,10 +222,10 @@ function parse(raw) {
         '(removed, this phone forgets which objects and keyrings it has seen)',
     );
   const document = parseStrictJson(raw, damaged);
-  if (!isJsonObject(document) || !isJsonInteger(document, 'version') || !READS.includes(document.version)) {
+  if (!isJsonObject(document) || !isJsonInteger(document, 'version') || !READS.includes(Number(document.version))) {
     throw damaged(`expected an object with version ${READS.join(' or ')}`);
   }
-  const version = document.version;
+  const version = Number(document.version);
   const keys = version === 1 ? ['head', 'keyring'] : ['head', 'keyring', 'seen', 'kept'];
   const members = Object.keys(document);
   if (members.length !== 2 || !('devices' in document) || !isJsonObject(document.devices)) {
@@ -248,10 +233,10 @@ function parse(raw) {
   }
   const out = new Map();
   for (const [device, entry] of Object.entries(document.devices)) {
-    const where = `device ${quote(device.slice(0, 16))}`;
+    const where = `device ${pyRepr(device.slice(0, 16))}`;
     if (!DEVICE.test(device)) throw damaged(`${where}: not a device id of 64 lower-case hex digits`);
     if (!isJsonObject(entry) || !Object.keys(entry).every((key) => keys.includes(key))) {
-      throw damaged(`${where}: expected an object with keys among [${[...keys].sort().map(quote).join(', ')}]`);
+      throw damaged(`${where}: expected an object with keys among [${[...keys].sort().map(pyRepr).join(', ')}]`);
     }
     const head = parseHead(entry.head, where, damaged);
     out.set(device, {

@@ -5,7 +5,7 @@
 
 import { equal, toHex } from '../bytes.js';
 import { recipientTag } from '../format/object.js';
-import { quote } from '../format/strictjson.js';
+import { pyRepr } from '../format/strictjson.js';
 
 // FORMAT §4.1: why a `discarded` notice may let numbers go, and how a phone reports the
 // numbers of its ranges. "quota": evicted to stay within the spool's quota; "damaged": the
@@ -20,8 +20,8 @@ export const isDiscardReason = (reason) => typeof reason === 'string' && Object.
 /** Why a `discarded` notice's `reason` is not one a device gives, or null. */
 export function discardReasonProblem(reason) {
   if (isDiscardReason(reason)) return null;
-  const known = Object.keys(DISCARD_REASONS).map(quote).join(' and ');
-  return `reason ${quote(String(reason))}; only ${known} discards exist`;
+  const known = Object.keys(DISCARD_REASONS).map(pyRepr).join(' and ');
+  return `reason ${pyRepr(String(reason))}; only ${known} discards exist`;
 }
 
 /** How a phone reports a range announced for `reason` (a discard, or a restart). */
@@ -39,8 +39,8 @@ export function announcedAs(reason) {
 export function stanzaMismatch(envelope, keyring) {
   const expected = new Map(); // "suite:tag" -> recipient name
   for (const recipient of keyring.recipients) {
-    const tag = recipientTag(envelope.deviceId, envelope.seq, recipient.suiteByte, recipient.publicKey);
-    expected.set(`${recipient.suiteByte}:${toHex(tag)}`, recipient.name);
+    const tag = recipientTag(envelope.deviceId, envelope.seq, recipient.suite, recipient.publicKey);
+    expected.set(`${recipient.suite}:${toHex(tag)}`, recipient.name);
   }
   const actual = envelope.stanzas.map((stanza) => `${stanza.suite}:${toHex(stanza.tag)}`);
   const reasons = [];
@@ -49,7 +49,7 @@ export function stanzaMismatch(envelope, keyring) {
   if (new Set(actual).size !== actual.length) reasons.push('the same recipient has two stanzas');
   const absent = [...expected].filter(([pair]) => !actual.includes(pair)).map(([, name]) => name);
   if (absent.length) {
-    const listed = absent.slice(0, 5).map(quote).join(', ');
+    const listed = absent.slice(0, 5).map(pyRepr).join(', ');
     const more = absent.length > 5 ? ` and ${absent.length - 5} more` : '';
     reasons.push(`no stanza for ${listed}${more}, listed in the keyring`);
   }
@@ -96,7 +96,7 @@ function sameRecipient(a, b) {
   return (
     a.name === b.name &&
     a.role === b.role &&
-    a.suiteByte === b.suiteByte &&
+    a.suite === b.suite &&
     equal(a.publicKey, b.publicKey) &&
     sameBytes(a.signingKey, b.signingKey) &&
     sameTime(a.added, b.added) &&

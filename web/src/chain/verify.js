@@ -187,7 +187,7 @@ async function readEntry(source, reader, name, result, keeper) {
   let keyring = null;
   try {
     const checked = checkContents(opened);
-    if (opened.kind === KIND.keyring) keyring = checked ?? opened.keyring;
+    if (opened.kind === KIND.KEYRING) keyring = checked ?? opened.keyring;
   } catch (error) {
     if (error?.code === undefined) throw error;
     result.add(name, `rejected: ${error.message}`, { code: Code.REJECTED });
@@ -228,7 +228,7 @@ export function newestMissing(verification, listed, remembered) {
   }
 }
 
-const isNotice = (contents, notice) => contents.kind === KIND.notice && contents.meta.notice === notice;
+const isNotice = (contents, notice) => contents.kind === KIND.NOTICE && contents.meta.notice === notice;
 
 /** Authentic, but this phone cannot see what it is (not sealed to it). */
 const unknown = (entry) => entry.contents === null && !entry.rejected;
@@ -472,7 +472,7 @@ class DeviceChain {
   notices() {
     for (const seq of this.present) {
       const { contents } = this.at(seq);
-      if (contents === null || contents.kind !== KIND.notice) continue;
+      if (contents === null || contents.kind !== KIND.NOTICE) continue;
       if (contents.meta.notice === 'restart') this.restart(seq, contents.meta);
       else if (contents.meta.notice === 'discarded') this.discarded(seq, contents.meta);
     }
@@ -856,13 +856,13 @@ class DeviceChain {
       const { contents } = this.at(seq);
       if (contents === null) continue;
       const meta = contents.meta;
-      if (contents.kind === KIND.event && meta.stream) {
+      if (contents.kind === KIND.EVENT && meta.stream) {
         if (!events.has(meta.clip)) {
           events.set(meta.clip, { clipId: meta.clip, stream: meta.stream, firstIndex: big(meta.first_index), eventSeq: seq });
         }
       } else if (isNotice(contents, 'clip-end')) {
         if (!ends.has(meta.clip)) ends.set(meta.clip, big(meta.last_index));
-      } else if (contents.kind === KIND.segment) {
+      } else if (contents.kind === KIND.SEGMENT) {
         if (!segments.has(meta.stream)) segments.set(meta.stream, []);
         segments.get(meta.stream).push([big(meta.index), seq]);
       }
@@ -895,7 +895,7 @@ class DeviceChain {
           );
         }
       }
-      if (contents.kind !== KIND.event) continue;
+      if (contents.kind !== KIND.EVENT) continue;
       const claim = [seq, meta.stream, big(meta.first_index)];
       if (!firstEvent.has(meta.clip)) firstEvent.set(meta.clip, claim);
       const earlier = firstEvent.get(meta.clip);
@@ -1042,7 +1042,7 @@ class DeviceChain {
     let at = bisectLeft(this.present, notice) - 1;
     while (at >= 0) {
       const { contents } = this.at(this.present[at]);
-      if (contents === null || contents.kind !== KIND.keyring) return this.present[at];
+      if (contents === null || contents.kind !== KIND.KEYRING) return this.present[at];
       at -= 1;
     }
     return -1n;
@@ -1058,7 +1058,7 @@ class DeviceChain {
     const keyring = keyringSeq === undefined ? null : knownKeyring(keyringSeq, this.at(keyringSeq).contents.keyring);
     const kept = this.present.filter((seq) => {
       const { contents } = this.at(seq);
-      return contents !== null && contents.kind !== KIND.segment;
+      return contents !== null && contents.kind !== KIND.SEGMENT;
     });
     this.result.seen.set(this.deviceIdHex, { head, keyring, seen: seqsAsRuns(this.present), kept: seqsAsRuns(kept) });
   }
