@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs';
 import { fromHex } from '../src/bytes.js';
 import { Reader } from '../src/format/object.js';
 import { bytesKeyHolder } from '../src/crypto/kem.js';
-import { PhoneMemory } from '../src/chain/memory.js';
+import { PhoneMemory, knownKeyring } from '../src/chain/memory.js';
+import { parseKeyring } from '../src/format/keyring.js';
 import { Watcher } from '../src/watch.js';
 
 const VECTORS = JSON.parse(readFileSync(new URL('../../tests/vectors/v1.json', import.meta.url), 'utf8'));
@@ -146,4 +147,35 @@ test("a keyring names this phone's own entry", async () => {
   const { watch, seen } = watcher(new PhoneMemory(), own);
   await watch.handle('doorbell', topic('keyring'), KEYRING);
   assert.equal(seen.keyrings[0][2], 'test-phone-x25519');
+});
+
+/** A memory that knows the vector keyring under `epoch` (as if carried by seq 0), no head. */
+function knowing(epoch) {
+  const memory = new PhoneMemory();
+  const keyring = parseKeyring(JSON.stringify({ ...VECTORS.keyring, epoch }));
+  memory.update(DEVICE, { head: null, keyring: knownKeyring(0n, keyring), seen: [], kept: [] });
+  return memory;
+}
+
+test('an event sealed under an epoch newer than every keyring published is rejected', async () => {
+  const { watch, seen } = watcher(knowing(0));
+  await watch.handle('doorbell', topic('event'), EVENT);
+  assert.deepEqual(seen.events, []);
+  assert.deepEqual(seen.rejected.map((r) => r.why), ['sealed under a keyring never published']);
+  assert.equal(
+    seen.rejected[0].what,
+    'event 0 is sealed under keyring epoch 1, but the newest keyring published is epoch 0: a keyring never published',
+  );
+});
+
+test('an event whose stanzas are not exactly its keyring is rejected', async () => {
+  // The event (epoch 1) has one stanza; the keyring of epoch 1 lists two phones.
+  const { watch, seen } = watcher(knowing(1));
+  await watch.handle('doorbell', topic('event'), EVENT);
+  assert.deepEqual(seen.events, []);
+  assert.deepEqual(seen.rejected.map((r) => r.why), ['stanzas that are not exactly the keyring']);
+  assert.equal(
+    seen.rejected[0].what,
+    "seq 0: stanzas are not exactly the keyring: no stanza for 'test-phone-pq', listed in the keyring",
+  );
 });
