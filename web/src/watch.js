@@ -6,7 +6,7 @@
 // variety can be summarised by kind).
 
 import { equal, toHex } from './bytes.js';
-import { checkContents } from './format/object.js';
+import { KIND, KIND_NAMES, checkContents } from './format/object.js';
 import { FORKED, PhoneMemory } from './chain/memory.js';
 
 // The largest message a doorbell publishes is an event with a JPEG snapshot (watch.py says
@@ -16,12 +16,9 @@ export const MAX_MESSAGE = 8 * 1024 * 1024;
 export const MAX_REMEMBERED = 65536;
 const EVENT_LEAF = 'event';
 const KEYRING_LEAF = 'keyring';
-const KIND_EVENT = 3;
-const KIND_KEYRING = 4;
 const DEVICE = /^[0-9a-f]{16}$/;
 const EVENT_TYPE = /^[a-z][a-z0-9_-]{0,31}$/;
 const CLIP_ID = /^[0-9a-f]{32}$/;
-const KIND_NAMES = { 1: 'INIT', 2: 'SEGMENT', 3: 'EVENT', 4: 'KEYRING', 5: 'NOTICE' };
 
 // What a message that fails to open is, by the reader's error code.
 const SEALING_REASONS = {
@@ -48,7 +45,7 @@ export class Watcher {
   /**
    * @param {object} options
    * @param options.reader the reader of format/object.js, trusting the pinned doorbells
-   * @param options.memory a PhoneMemory (chain/memory.js); without one, this run's own
+   * @param options.memory a PhoneMemory (chain/memory.js); without one, it remembers for this run only
    * @param options.doorbells [{deviceIdHex, devicePublicKey, name?}]
    * @param options.ownKey this phone's public key (raw bytes), to tell its own keyring entry
    */
@@ -118,9 +115,9 @@ export class Watcher {
       this.#skip(topic, `object signed by device ${deviceIdHex.slice(0, 16)}`, 'signed by another doorbell than its topic names');
       return;
     }
-    const expected = leaf === EVENT_LEAF ? KIND_EVENT : KIND_KEYRING;
+    const expected = leaf === EVENT_LEAF ? KIND.EVENT : KIND.KEYRING;
     if (opened.kind !== expected) {
-      const what = `object ${seq} is of kind ${KIND_NAMES[opened.kind] ?? opened.kind}`;
+      const what = `object ${seq} is of kind ${KIND_NAMES[opened.kind].toUpperCase()}`;
       this.#skip(topic, `${what}; this topic carries ${leaf} objects`, 'on the wrong topic');
       return;
     }
@@ -128,7 +125,7 @@ export class Watcher {
     let keyring = null;
     try {
       const checked = checkContents(opened);
-      if (opened.kind === KIND_KEYRING) keyring = checked ?? opened.keyring ?? null;
+      if (opened.kind === KIND.KEYRING) keyring = checked ?? opened.keyring ?? null;
     } catch (error) {
       if (error?.code === undefined) throw error;
       this.#skip(topic, `object ${seq}: ${error.message}`, 'contents a doorbell never seals');
