@@ -7,6 +7,8 @@ not a skip: scripts/test installs the Debian package ``mosquitto``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import os
 import socket
@@ -235,6 +237,86 @@ def persistent_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 def secure_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker that speaks only TLS and knows one user, ``USER``."""
     yield from _running(tmp_path / "secure-mosquitto", secure=True)
+
+
+# The largest packet MQTT can describe (its remaining length is at most 2**28 - 1 bytes),
+# so the bridge never refuses a message the broker would take.
+MQTT_MAX_PACKET = 2**28 + 5
+
+
+@contextlib.contextmanager
+def websocket_bridge(broker: Mosquitto) -> Iterator[str]:
+    """A WebSocket front for ``broker``, as a broker's own ``protocol websockets``
+    listener is: its URL, ``ws://127.0.0.1:PORT/``, on a free loopback port.
+
+    Each WebSocket client (subprotocol "mqtt") gets its own TCP connection to the
+    broker, and binary frames are piped both ways as they come; when either side
+    closes, the bridge closes the other. Debian's mosquitto is built without
+    websockets, so this is how a browser reaches the real broker in tests.
+    """
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
+
+    async def pipe(client: ServerConnection) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(broker.host, broker.port)
+        except OSError:
+            await client.close(1011, "the broker is down")
+            return
+
+        async def upstream() -> None:
+            async for message in client:
+                if isinstance(message, str):  # MQTT over WebSocket is binary frames only
+                    await client.close(1003, "MQTT needs binary frames")
+                    return
+                writer.write(message)
+                await writer.drain()
+
+        async def downstream() -> None:
+            while data := await reader.read(65536):
+                await client.send(data)
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionClosed):
+                await writer.wait_closed()
+            await client.close()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="websocket-bridge", daemon=True)
+    thread.start()
+
+    async def start() -> Any:
+        return await serve(pipe, "127.0.0.1", 0, subprotocols=["mqtt"], max_size=MQTT_MAX_PACKET)
+
+    async def stop(server: Any) -> None:
+        server.close()
+        await server.wait_closed()
+
+    try:
+        server = asyncio.run_coroutine_threadsafe(start(), loop).result(START_TIMEOUT)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            yield f"ws://127.0.0.1:{port}/"
+        finally:
+            asyncio.run_coroutine_threadsafe(stop(server), loop).result(START_TIMEOUT)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(START_TIMEOUT)
+        loop.close()
+
+
+@pytest.fixture
+def ws_mosquitto(mosquitto: Mosquitto) -> Iterator[str]:
+    """The ``mosquitto`` fixture's broker behind a WebSocket listener: its ws:// URL."""
+    with websocket_bridge(mosquitto) as url:
+        yield url
 
 
 class Listener:

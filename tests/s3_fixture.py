@@ -151,3 +151,35 @@ def daemon_s3_config(endpoint: str, bucket: str, prefix: str = "doorbells/") -> 
             },
         }
     }
+
+
+def cors_rule(origin: str) -> dict[str, object]:
+    """The bucket CORS rule the README gives the web phone served from ``origin``: it may
+    list and read (GET, HEAD) with signed requests, and read an object's ETag and size."""
+    return {
+        "AllowedOrigins": [origin],
+        "AllowedMethods": ["GET", "HEAD"],
+        "AllowedHeaders": [
+            "authorization",
+            "x-amz-date",
+            "x-amz-content-sha256",
+            "x-amz-security-token",
+            "range",
+        ],
+        "ExposeHeaders": ["ETag", "Content-Length"],
+        "MaxAgeSeconds": 600,
+    }
+
+
+def put_cors(endpoint: str, bucket: str, rule: dict[str, object]) -> None:
+    """Give ``bucket`` on the moto server at ``endpoint`` ("127.0.0.1:PORT") one CORS rule."""
+    import boto3  # moto's own dependency; minio has no bucket CORS call
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
