@@ -27,6 +27,14 @@ from doorbell.phone.objects import NOT_AN_OBJECT_NAME, DirectorySource
 from doorbell.phone.s3source import DEFAULT_ENDPOINT, S3SourceError
 from doorbell.phone.sync import SyncError, open_source, sync
 from doorbell.phone.watch import WatchError, WatchOptions, watch
+from doorbell.phone.web import (
+    DEFAULT_PORT,
+    App,
+    WebError,
+    open_server,
+    serve_until_stopped,
+    url,
+)
 from doorbell.sealing import DevicePublicKey, SealingError, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -216,7 +224,42 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("--prefix", default="doorbell")
     recover.add_argument("--json", action="store_true", help="one JSON object per line")
     recover.set_defaults(run=_recover)
+
+    web = commands.add_parser(
+        "web",
+        help="serve the web phone to this computer's browser, on 127.0.0.1 only",
+    )
+    web.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port (default {DEFAULT_PORT}; the browser keeps the phone's keys per "
+        "address, so keep to one)",
+    )
+    web.add_argument(
+        "--dir",
+        type=Path,
+        metavar="PATH",
+        help="the built app (default: web/dist of this source tree, made by scripts/web-build)",
+    )
+    web.set_defaults(run=_web)
     return parser
+
+
+def _web(home: PhoneHome, args: argparse.Namespace) -> int:
+    try:
+        app = App.at(args.dir)
+        server = open_server(app, args.port)
+    except WebError as exc:
+        print(f"doorbell-phone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"doorbell-phone: the web phone is at {url(server)} (from {app.directory}; "
+        "Ctrl-C stops it)",
+        flush=True,
+    )
+    serve_until_stopped(server)
+    return EXIT_OK
 
 
 def _access(args: argparse.Namespace) -> Access:
