@@ -3,7 +3,7 @@
 // plus runs of segments that belong to no clip (continuous recording). Nothing here reads
 // or writes a body: a plan names entries, and a player fetches, opens and plays them.
 
-import { KIND } from '../format/object.js';
+import { KIND } from './verify.js';
 import { Intervals, bisectLeft, bisectRight, compareBig } from './intervals.js';
 
 // Clip and stream ids name files and keys: only 32 lower-case hex digits are accepted.

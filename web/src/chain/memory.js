@@ -14,16 +14,17 @@
 //                seen: [[first, last], ...], kept: [[first, last], ...] }   (BigInt runs)
 
 import { equal, fromHex, toHex, utf8 } from '../bytes.js';
-import { keyringDocument, parseKeyring } from '../format/keyring.js';
-import { parseStrictJson, pyRepr } from '../format/strictjson.js';
+import { encodeKeyString, PREFIX, SUITES } from '../keystrings.js';
+import { parseKeyring } from '../format/keyring.js';
+import { parseStrictJson } from '../format/strictjson.js';
 import { MAX_RUNS, firstIn, runsOf, seqsAsRuns } from './intervals.js';
-import { epochRollback, sameKeyring, stanzaMismatch } from './rules.js';
+import { epochRollback, pyRepr, sameKeyring, stanzaMismatch, suiteOf } from './rules.js';
 
-export { MAX_RUNS, firstIn, keyringDocument, runsOf, seqsAsRuns };
+export { MAX_RUNS, firstIn, runsOf, seqsAsRuns };
 
-// Strict JSON gives every integer as a BigInt (format/strictjson.js).
 const isJsonObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
-const isJsonInteger = (container, key) => typeof container[key] === 'bigint';
+// An integer as the strict JSON reader gives one: a BigInt (or a Number holding an integer).
+const isJsonInteger = (container, key) => typeof container[key] === 'bigint' || Number.isInteger(container[key]);
 
 export const VERSION = 2;
 const READS = [1, 2]; // version 1 had no "seen": its head is the only seq it remembers
@@ -88,6 +89,25 @@ export function seenIn(remembered, first, last) {
   return firstIn(remembered.seen, first, last);
 }
 
+
+/**
+ * A keyring as the document the device publishes (FORMAT §7; Keyring.to_json, version 2):
+ * what the memory writes for its newest keyring, and reads back as the same keyring.
+ */
+export function keyringDocument(keyring) {
+  const recipients = keyring.recipients.map((r) => {
+    const suite = suiteOf(r);
+    const out = { name: r.name, role: r.role, suite: SUITES[suite].label, key: encodeKeyString(PREFIX.public[suite], r.publicKey) };
+    if (r.signingKey) out.signing_key = encodeKeyString(PREFIX.signing, r.signingKey);
+    out.added = utcSecond(r.added);
+    if (r.expires) out.expires = utcSecond(r.expires);
+    return out;
+  });
+  const document = { format: 'doorbell-keyring', version: 2, epoch: keyring.epoch, recipients };
+  return JSON.stringify(document, null, 2) + '\n';
+}
+
+const utcSecond = (when) => when.toISOString().slice(0, 19) + 'Z';
 
 /** What each live rejection is, in the watcher's own short words (watch.py). */
 export const FORKED = 'FORK: a forked chain (a copied or restored doorbell state, or a stolen device key)';

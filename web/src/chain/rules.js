@@ -5,7 +5,6 @@
 
 import { equal, toHex } from '../bytes.js';
 import { recipientTag } from '../format/object.js';
-import { pyRepr } from '../format/strictjson.js';
 
 // FORMAT §4.1: why a `discarded` notice may let numbers go, and how a phone reports the
 // numbers of its ranges. "quota": evicted to stay within the spool's quota; "damaged": the
@@ -16,6 +15,34 @@ export const DISCARD_REASONS = Object.freeze({
 });
 
 export const isDiscardReason = (reason) => typeof reason === 'string' && Object.hasOwn(DISCARD_REASONS, reason);
+
+/**
+ * A string as Python's repr() shows it, so that messages read as the Python phone's do:
+ * single quotes unless the text holds one and no double quote, anything unprintable escaped.
+ */
+export function pyRepr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  let out = quote;
+  for (const char of text) {
+    const code = char.codePointAt(0);
+    if (char === '\\' || char === quote) out += '\\' + char;
+    else if (char === '\n') out += '\\n';
+    else if (char === '\r') out += '\\r';
+    else if (char === '\t') out += '\\t';
+    else if (char !== ' ' && /[\p{C}\p{Z}]/u.test(char)) out += escape(code);
+    else out += char;
+  }
+  return out + quote;
+}
+
+function escape(code) {
+  if (code < 0x100) return `\\x${code.toString(16).padStart(2, '0')}`;
+  if (code < 0x10000) return `\\u${code.toString(16).padStart(4, '0')}`;
+  return `\\U${code.toString(16).padStart(8, '0')}`;
+}
+
+/** A keyring recipient's suite byte (1 or 2), however the keyring reader spells it. */
+export const suiteOf = (recipient) => (typeof recipient.suite === 'number' ? recipient.suite : recipient.suiteByte);
 
 /** Why a `discarded` notice's `reason` is not one a device gives, or null. */
 export function discardReasonProblem(reason) {
@@ -39,8 +66,9 @@ export function announcedAs(reason) {
 export function stanzaMismatch(envelope, keyring) {
   const expected = new Map(); // "suite:tag" -> recipient name
   for (const recipient of keyring.recipients) {
-    const tag = recipientTag(envelope.deviceId, envelope.seq, recipient.suite, recipient.publicKey);
-    expected.set(`${recipient.suite}:${toHex(tag)}`, recipient.name);
+    const suite = suiteOf(recipient);
+    const tag = recipientTag(envelope.deviceId, envelope.seq, suite, recipient.publicKey);
+    expected.set(`${suite}:${toHex(tag)}`, recipient.name);
   }
   const actual = envelope.stanzas.map((stanza) => `${stanza.suite}:${toHex(stanza.tag)}`);
   const reasons = [];
@@ -96,7 +124,7 @@ function sameRecipient(a, b) {
   return (
     a.name === b.name &&
     a.role === b.role &&
-    a.suite === b.suite &&
+    suiteOf(a) === suiteOf(b) &&
     equal(a.publicKey, b.publicKey) &&
     sameBytes(a.signingKey, b.signingKey) &&
     sameTime(a.added, b.added) &&

@@ -10,7 +10,7 @@
 // by number: a notice claiming 2^63 numbers costs what a notice claiming one costs.
 
 import { equal, fromHex, toHex, ZERO32 } from '../bytes.js';
-import { KIND, checkContents, objectName } from '../format/object.js';
+import { checkContents, objectName } from '../format/object.js';
 import { GapIndex, Intervals, bisectLeft, bisectRight, compareBig, firstIn, minBig, seqsAsRuns, without } from './intervals.js';
 import { NOTHING, knownKeyring, seenIn } from './memory.js';
 import { announcedAs, discardReasonProblem, epochRollback, isDiscardReason, sameKeyring, stanzaMismatch } from './rules.js';
@@ -49,10 +49,13 @@ export const Code = Object.freeze({
   OVERLAP_NOTE: 're-announced',
 });
 
+/** Payload kinds (FORMAT §4). */
+export const KIND = Object.freeze({ INIT: 1, SEGMENT: 2, EVENT: 3, KEYRING: 4, NOTICE: 5 });
+
 /** At most this many numbers a restart may skip (FORMAT §6). */
 export const RESERVATION_BLOCK = 1024n;
 
-/** A u64 of checked meta (a Number when it fits a double exactly, else a BigInt), as BigInt. */
+/** A u64 of checked meta (an integer, as the strict JSON reader gives it), as a BigInt. */
 export const big = (value) => BigInt(value);
 
 /** What a verification found: entries (one small record per authentic object), findings,
