@@ -132,3 +132,123 @@ test('clips of a vector chain, verified', async () => {
   assert.ok(clips[0].gaps.length > 0, 'the evicted segments are a gap');
   for (let i = 1; i < plan.length; i++) assert.ok(plan[i - 1].timeUs >= plan[i].timeUs);
 });
+
+// --- the cases of the Python phone's export tests (tests/test_phone_cli.py) --------------------
+
+/** Objects sealed one after another, ten seconds apart (export's `_advancing` clock). */
+function sealed(objects) {
+  return verification(objects.map(([kind, meta], i) => [kind, meta, 1795000000000000n + BigInt(i) * 10_000_000n]));
+}
+const seg = (index, stream = STREAM) => ['segment', { stream, index: BigInt(index), start: 2 * index, duration: 2 }];
+const trigger = (type, clip, first, stream = STREAM) => ['event', { type, clip, stream, first_index: BigInt(first), position: 1.5 }];
+const end = (clip, last, stream = STREAM) => ['notice', { notice: 'clip-end', clip, stream, last_index: BigInt(last) }];
+const indexes = (clip) => clip.segments.map((e) => Number(e.contents.meta.index));
+
+test('export: what one stream recorded, clip by clip, with the recording between the clips', () => {
+  const ring = 'a'.repeat(32);
+  const motion = 'b'.repeat(32);
+  const plan = planClips(
+    sealed([
+      init(),
+      seg(0),
+      seg(1),
+      trigger('ring', ring, 2),
+      seg(2),
+      seg(3),
+      end(ring, 3),
+      seg(4),
+      trigger('motion', motion, 5),
+      seg(5),
+      end(motion, 5),
+    ]),
+  );
+  // Newest first: export's time order, reversed.
+  assert.deepEqual(
+    plan.map((c) => [c.name.split('-').slice(2).join('-'), indexes(c)]),
+    [
+      ['motion-bbbbbbbb', [5]],
+      ['recording-aaaaaaaa', [4]],
+      ['ring-aaaaaaaa', [2, 3]],
+      ['recording-aaaaaaaa', [0, 1]],
+    ],
+  );
+  assert.deepEqual(plan.map((c) => c.clip), [motion, null, ring, null]);
+  assert.ok(plan.every((c) => c.playable && c.notes.length === 0 && c.gaps.length === 0 && !c.interrupted));
+  assert.equal(plan[0].name, '20261118-110800-motion-bbbbbbbb'); // as datetime.fromtimestamp stamps it
+  assert.equal(plan[2].seconds, 4);
+  assert.equal(plan[2].preRollSeconds, 1.5 - 4);
+  assert.deepEqual(plan[2].snapshots.map((e) => e.name), ['object-3']);
+});
+
+test('export: clips that share segments or lack one, and many streams at once', () => {
+  const shared = '1'.repeat(32);
+  const gapped = '2'.repeat(32);
+  const first = 'a'.repeat(32);
+  const second = 'b'.repeat(32);
+  const many = Array.from({ length: 20 }, (_, i) => (0x30 + i).toString(16).repeat(16));
+  const objects = [
+    init(shared),
+    trigger('ring', first, 0, shared),
+    seg(0, shared),
+    seg(1, shared),
+    seg(2, shared),
+    trigger('motion', second, 1, shared),
+    end(second, 1, shared),
+    end(first, 2, shared),
+    ...[gapped, ...many].map((stream) => init(stream)),
+    trigger('ring', gapped, 0, gapped),
+  ];
+  for (let index = 0; index < 3; index++) {
+    for (const stream of [gapped, ...many]) if (!(stream === gapped && index === 1)) objects.push(seg(index, stream));
+  }
+  objects.push(end(gapped, 2, gapped));
+  const plan = planClips(sealed(objects));
+  const byName = new Map(plan.map((c) => [c.name.split('-').slice(2).join('-'), c]));
+  assert.equal(plan.length, 3 + many.length);
+  assert.deepEqual(indexes(byName.get('ring-aaaaaaaa')), [0, 1, 2]);
+  assert.deepEqual(indexes(byName.get('motion-bbbbbbbb')), [1]);
+  const hole = byName.get('ring-22222222');
+  assert.deepEqual(indexes(hole), [0, 2]);
+  assert.deepEqual(hole.gaps, [[1n, 1n]]);
+  assert.deepEqual(hole.notes, ['segment 1 is missing; the clip has a gap']);
+  assert.equal(hole.init.contents.meta.stream, gapped);
+  for (const stream of many) {
+    const recording = byName.get(`recording-${stream.slice(0, 8)}`);
+    assert.deepEqual(indexes(recording), [0, 1, 2]);
+    assert.equal(recording.init.contents.meta.stream, stream);
+  }
+});
+
+test("export: what a clip lacks, in the Python phone's words", () => {
+  const plan = planClips(
+    sealed([
+      trigger('ring', 'a'.repeat(32), 0), // no init segment for its stream
+      seg(0),
+      init(OTHER),
+      trigger('motion', 'b'.repeat(32), 7, OTHER), // interrupted, nothing recorded yet
+      trigger('ring', 'c'.repeat(32), 0, OTHER),
+      ['segment', { stream: OTHER, index: 0n, start: 0, duration: 2 }],
+      ['segment', { stream: OTHER, index: 4n, start: 8, duration: 2 }],
+      end('c'.repeat(32), 6, OTHER),
+    ]),
+  );
+  const byClip = new Map(plan.map((c) => [c.clip, c]));
+  const orphan = byClip.get('a'.repeat(32));
+  assert.deepEqual(orphan.notes, [`the init segment of stream ${STREAM.slice(0, 8)} is missing`]);
+  assert.equal(orphan.playable, false);
+  const waiting = byClip.get('b'.repeat(32));
+  assert.equal(waiting.interrupted, true);
+  assert.deepEqual(waiting.notes, ['no end marker (recording interrupted); exported what exists', 'no media segment could be exported']);
+  assert.equal(waiting.playable, false);
+  const ended = byClip.get('c'.repeat(32));
+  assert.deepEqual(ended.gaps, [[1n, 3n], [5n, 6n]]);
+  assert.deepEqual(ended.notes, ['segments 1..3 are missing; the clip has a gap', 'segments 5..6 are missing; the clip has a gap']);
+  assert.equal(ended.playable, true);
+});
+
+test('export: a stream plays from its first init segment; a list of entries plans as its verification', () => {
+  const objects = sealed([init(), ['init', { stream: STREAM, codec: 'again' }], seg(0), seg(1)]);
+  const [recording] = planClips(objects);
+  assert.equal(recording.init.name, 'object-0');
+  assert.deepEqual(planClips(objects.entries), [recording]);
+});
