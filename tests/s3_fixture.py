@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from minio import Minio
@@ -172,8 +172,12 @@ def cors_rule(origin: str) -> dict[str, object]:
 
 
 def put_cors(endpoint: str, bucket: str, rule: dict[str, object]) -> None:
-    """Give ``bucket`` on the moto server at ``endpoint`` ("127.0.0.1:PORT") one CORS rule."""
+    """Give ``bucket`` on the moto server at ``endpoint`` ("127.0.0.1:PORT") one CORS rule,
+    and make moto servers in this process answer preflights as S3 does
+    (`preflights_as_s3`), so a page may read the objects the rule lets it read."""
     import boto3  # moto's own dependency; minio has no bucket CORS call
+
+    preflights_as_s3()
 
     s3 = boto3.client(
         "s3",
@@ -183,3 +187,27 @@ def put_cors(endpoint: str, bucket: str, rule: dict[str, object]) -> None:
         aws_secret_access_key="testing",
     )
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
+
+
+def preflights_as_s3() -> None:
+    """Make moto servers in this process answer an object's preflight from its bucket's
+    CORS rules alone, as S3 does (a preflight never carries credentials).
+
+    moto 5.2.5 judges the unsigned OPTIONS for an object that exists as an anonymous
+    read and answers 403, so a browser would never send the signed GET that follows;
+    its preflight for a bucket, or for an object that does not exist, is right already.
+    """
+    from moto.s3.responses import S3Response
+
+    original = S3Response._key_response
+    if getattr(original, "preflight_as_s3", False):
+        return
+
+    def key_response(self: Any, request: Any, full_url: str) -> Any:
+        if request.method == "OPTIONS":
+            bucket = self.parse_bucket_name_from_url(request, full_url)
+            return self._response_options(request.headers, bucket)
+        return original(self, request, full_url)
+
+    key_response.preflight_as_s3 = True  # type: ignore[attr-defined]
+    S3Response._key_response = key_response  # type: ignore[method-assign]
