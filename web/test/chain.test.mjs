@@ -6,12 +6,27 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
+import { sha256 } from '@noble/hashes/sha2.js';
+
 import { fromHex, fromUtf8, toHex, utf8 } from '../src/bytes.js';
+import { encodeKeyString, PREFIX } from '../src/keystrings.js';
 import { Reader, objectName, recipientTag } from '../src/format/object.js';
 import { parseKeyring } from '../src/format/keyring.js';
 import { bytesKeyHolder } from '../src/crypto/kem.js';
-import { verifySource } from '../src/chain/verify.js';
-import { PhoneMemory } from '../src/chain/memory.js';
+import { checkDeviceChain, verifySource } from '../src/chain/verify.js';
+import {
+  FORKED,
+  MAX_RUNS,
+  NOTHING,
+  PhoneMemory,
+  keyringDocument,
+  knownKeyring,
+  merged,
+  runsOf,
+  seenIn,
+  seqsAsRuns,
+} from '../src/chain/memory.js';
+import { sameKeyring, suiteOf } from '../src/chain/rules.js';
 
 const VECTORS = JSON.parse(readFileSync(new URL('../../tests/vectors/v1.json', import.meta.url), 'utf8'));
 const SUITE = { x25519: 1, 'mlkem768-x25519': 2 };
@@ -127,8 +142,8 @@ function builtChain(objects) {
   for (const [seq, prev, kind, meta, body = new Uint8Array(0)] of objects) {
     const name = objectName(deviceId, seq);
     const stanzas = keyring.recipients.map((r) => ({
-      suite: r.suite,
-      tag: recipientTag(deviceId, seq, r.suite, r.publicKey),
+      suite: suiteOf(r),
+      tag: recipientTag(deviceId, seq, suiteOf(r), r.publicKey),
       wrapped: new Uint8Array(0),
     }));
     const chainHash = new Uint8Array(32).fill(Number(seq % 251n) + 1);
@@ -180,10 +195,6 @@ test('one number short of 2^63 announced: the last one is missing', async () => 
 // checkDeviceChain reads no bytes: a Forger makes the entries a verification would record,
 // as a stolen device key could sign them, one rule broken at a time. This phone is
 // `test-phone`; an object is opened when its keyring lists it, as the reader would.
-
-import { checkDeviceChain } from '../src/chain/verify.js';
-import { sha256 } from '@noble/hashes/sha2.js';
-import { encodeKeyString, PREFIX } from '../src/keystrings.js';
 
 const DEVICE_HEX = VECTORS.device.device_id;
 const DEVICE = fromHex(DEVICE_HEX);
@@ -245,7 +256,7 @@ class Forger {
   seal(seq, prev, kind, meta, { keyring = this.keyring } = {}) {
     seq = BigInt(seq);
     const chainHash = sha256(utf8(`object ${this.made++}`)); // each one its own signature
-    const stanzas = keyring.recipients.map((r) => ({ suite: r.suite, tag: recipientTag(DEVICE, seq, r.suite, r.publicKey) }));
+    const stanzas = keyring.recipients.map((r) => ({ suite: suiteOf(r), tag: recipientTag(DEVICE, seq, suiteOf(r), r.publicKey) }));
     const opened = keyring.recipients.some((r) => r.name === PHONE[0]);
     const contents = opened
       ? { kind, timeUs: 1795000000000000n + seq, epoch: keyring.epoch, meta, keyring: kind === KIND.KEYRING ? keyring : null }
@@ -753,4 +764,160 @@ test('rules: an object that broke a payload rule holds its place but excuses no 
   entries[1] = { ...entries[1], rejected: true };
   result = checkDeviceChain(entries);
   assert.deepEqual(problemCodes(result), ['missing']);
+});
+
+// --- the phone's memory (FORMAT §6.3, doorbell/phone/memory.py) --------------------------------
+
+test('memory: runs are merged, bounded to the newest, and only move forward', () => {
+  assert.deepEqual(seqsAsRuns([5n, 1n, 2n, 3n, 7n, 6n]), [[1n, 3n], [5n, 7n]]);
+  const many = runsOf(Array.from({ length: MAX_RUNS + 10 }, (_, i) => [2n * BigInt(i), 2n * BigInt(i)]));
+  assert.equal(many.length, MAX_RUNS);
+  assert.deepEqual(many[0], [20n, 20n]); // the oldest are forgotten
+  const before = { head: null, keyring: null, seen: [[0n, 3n]], kept: [] };
+  const after = merged(before, { head: null, keyring: null, seen: [[4n, 4n], [9n, 9n]], kept: [] });
+  assert.deepEqual(after.seen, [[0n, 4n], [9n, 9n]]);
+  assert.equal(seenIn(after, 5n, 8n), null);
+  assert.equal(seenIn(after, 5n, 9n), 9n);
+  const head = { head: { seq: 9n, hash: ZERO }, keyring: null, seen: [], kept: [] };
+  assert.equal(merged(after, head).head.seq, 9n);
+  assert.equal(merged(merged(after, head), { ...head, head: { seq: 2n, hash: ZERO } }).head.seq, 9n, 'never back');
+  assert.equal(merged(after, { head: null, keyring: null, seen: [[9n, 9n]], kept: [] }), after, 'nothing new: the same');
+});
+
+test('memory: seen.json reads and writes as the Python phone does', () => {
+  const id = DEVICE_HEX;
+  // Written by doorbell/phone/memory.py (json.dumps, indent=1), u64 numbers exact.
+  const text = [
+    '{',
+    ' "version": 2,',
+    ' "devices": {',
+    `  "${id}": {`,
+    '   "head": {',
+    '    "seq": 9223372036854775813,',
+    `    "hash": "${'ab'.repeat(32)}"`,
+    '   },',
+    '   "seen": [',
+    '    [',
+    '     0,',
+    '     3',
+    '    ],',
+    '    [',
+    '     5,',
+    '     9223372036854775813',
+    '    ]',
+    '   ],',
+    '   "kept": [',
+    '    [',
+    '     0,',
+    '     1',
+    '    ]',
+    '   ]',
+    '  }',
+    ' }',
+    '}',
+    '',
+  ].join('\n');
+  const memory = PhoneMemory.fromJSON(text);
+  assert.equal(memory.get(id).head.seq, 2n ** 63n + 5n);
+  assert.equal(memory.toJSON(), text);
+  assert.equal(memory.get('00'.repeat(32)), NOTHING);
+});
+
+test("memory: a remembered keyring is written as the device's own document", () => {
+  const v2 = VECTORS.keyring_v2.document; // the body of a keyring object Keyring.to_json wrote
+  const keyring = parseKeyring(JSON.stringify(v2));
+  assert.equal(keyringDocument(keyring), JSON.stringify(v2, null, 2) + '\n');
+  const memory = new PhoneMemory();
+  memory.update(DEVICE_HEX, { head: null, keyring: knownKeyring(4n, keyring), seen: [], kept: [] });
+  const again = PhoneMemory.fromJSON(memory.toJSON()).get(DEVICE_HEX).keyring;
+  assert.equal(again.seq, 4n);
+  assert.equal(again.epoch, 4);
+  assert.ok(sameKeyring(again.keyring, keyring));
+  // A version 1 document is the same keyring as the version 2 document it is written as.
+  const v1 = parseKeyring(JSON.stringify(VECTORS.keyring));
+  assert.ok(sameKeyring(parseKeyring(keyringDocument(v1)), v1));
+  assert.ok(!sameKeyring(v1, keyringOf(v1.epoch, PHONE)));
+});
+
+for (const [document, reason] of [
+  ['', 'not JSON'],
+  ['{"version": 3, "devices": {}}', 'expected an object with version 1 or 2'],
+  ['{"version": 2, "devices": {}, "more": 1}', "expected exactly the keys 'version' and 'devices' (an object)"],
+  ['{"version": 2, "devices": {"ABC": {}}}', "device 'ABC': not a device id of 64 lower-case hex digits"],
+  [`{"version": 1, "devices": {"${'0'.repeat(64)}": {"seen": []}}}`, "expected an object with keys among ['head', 'keyring']"],
+  [`{"version": 2, "devices": {"${'0'.repeat(64)}": {"head": {"seq": -1, "hash": "${'0'.repeat(64)}"}}}}`, 'head must be'],
+  [`{"version": 2, "devices": {"${'0'.repeat(64)}": {"seen": [[3, 2]]}}}`, 'seen must be at most 4096 [first, last] u64 pairs'],
+  [`{"version": 2, "devices": {"${'0'.repeat(64)}": {"kept": [[0, 18446744073709551616]]}}}`, 'kept must be at most 4096'],
+  [`{"version": 2, "devices": {"${'0'.repeat(64)}": {"keyring": {"seq": 0, "document": "{}"}}}}`, 'not a Doorbell keyring'],
+  ['{"version": 2, "version": 2, "devices": {}}', 'duplicate key'],
+]) {
+  test(`memory: a damaged seen.json is an error, never empty: ${reason}`, () => {
+    assert.throws(
+      () => PhoneMemory.fromJSON(document),
+      (error) =>
+        error.code === 'damaged' &&
+        error.message.startsWith('seen.json is damaged (') &&
+        error.message.includes(reason) &&
+        error.message.endsWith('(removed, this phone forgets which objects and keyrings it has seen)'),
+    );
+  });
+}
+
+// --- live objects against the memory (doorbell/phone/watch.py, Watcher._against_memory) ---------
+
+test('live: an event not above the head is a replay, or a fork at the head itself', () => {
+  const forger = new Forger();
+  forger.start(3);
+  const memory = new PhoneMemory();
+  memory.remember(checkDeviceChain(forger.entries()));
+  const [, one, , three] = forger.entries();
+  const opened = { epoch: 1 };
+  assert.deepEqual(memory.liveProblem(one, opened), {
+    what:
+      'REPLAY: event 1 is not newer than seq 3, which this phone has already seen (replayed or held back by the broker): not a new ring',
+    why: 'REPLAY: not newer than an event this phone has seen',
+  });
+  assert.equal(memory.liveProblem(three, opened).why, 'REPLAY: not newer than an event this phone has seen');
+  const forked = { ...three, chainHash: sha256(utf8('other')) };
+  assert.deepEqual(memory.liveProblem(forked, opened), { what: 'FORK: object 3 differs from the one this phone saw before', why: FORKED });
+  forger.append(KIND.EVENT, event());
+  const four = forger.entries().at(-1);
+  assert.equal(memory.liveProblem(four, opened), null);
+  assert.equal(memory.rememberLive(four), true);
+  assert.equal(memory.rememberLive(four), false);
+  assert.equal(memory.get(DEVICE_HEX).head.seq, 4n);
+  assert.deepEqual(memory.get(DEVICE_HEX).kept, [[0n, 4n]]);
+});
+
+test('live: keyrings move forward, and events are sealed under the newest one seen', () => {
+  const newer = keyringOf(2, PHONE, PARTNER);
+  const forger = new Forger();
+  forger.keyringObject(newer); // 0, epoch 2
+  const memory = new PhoneMemory();
+  const [zero] = forger.entries();
+  assert.equal(memory.isKnownKeyring(DEVICE_HEX, 0n, newer), false);
+  assert.equal(memory.rememberLive(zero, newer), true);
+  assert.equal(memory.isKnownKeyring(DEVICE_HEX, 0n, newer), true, 'retained on the broker: not news');
+  assert.deepEqual(memory.liveProblem(zero, { epoch: 2 }, keyringOf(2, PHONE)), {
+    what: 'FORK: keyring object 0 differs from the one seen before',
+    why: FORKED,
+  });
+  forger.keyringObject(MINE); // 1, epoch 1: a restored keyring file
+  const rolledBack = forger.entries().at(-1);
+  assert.deepEqual(memory.liveProblem(rolledBack, { epoch: 1 }, MINE), {
+    what: 'keyring rollback: seq 1 is sealed under epoch 1, but this phone has already seen keyring epoch 2 (seq 0)',
+    why: 'keyring rollback',
+  });
+  forger.seal(1, forger.hash(0), KIND.EVENT, event(), { keyring: keyringOf(3, PHONE, PARTNER) });
+  assert.deepEqual(memory.liveProblem(forger.entries().at(-1), { epoch: 3 }), {
+    what: 'event 1 is sealed under keyring epoch 3, but the newest keyring published is epoch 2: a keyring never published',
+    why: 'sealed under a keyring never published',
+  });
+  forger.seal(1, forger.hash(0), KIND.EVENT, event(), { keyring: keyringOf(2, PHONE) });
+  assert.deepEqual(memory.liveProblem(forger.entries().at(-1), { epoch: 2 }), {
+    what: "seq 1: stanzas are not exactly the keyring: no stanza for 'partner', listed in the keyring",
+    why: 'stanzas that are not exactly the keyring',
+  });
+  forger.seal(1, forger.hash(0), KIND.EVENT, event(), { keyring: newer });
+  assert.equal(memory.liveProblem(forger.entries().at(-1), { epoch: 2 }), null);
 });
