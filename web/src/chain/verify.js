@@ -56,7 +56,7 @@ export const KIND = Object.freeze({ INIT: 1, SEGMENT: 2, EVENT: 3, KEYRING: 4, N
 export const RESERVATION_BLOCK = 1024n;
 
 /** A u64 of checked meta (an integer, as the strict JSON reader gives it), as a BigInt. */
-export const big = (value) => BigInt(value);
+const big = (value) => BigInt(value);
 
 /** What a verification found: entries (one small record per authentic object), findings,
  * and per device what this set would add to the phone's memory (`seen`). */
@@ -250,8 +250,8 @@ const byTuple = (a, b) => compareBig(a[0], b[0]) || compareBig(a[1], b[1]);
 class DeviceChain {
   constructor(entries, result, memory) {
     this.result = result;
-    this.memory = memory;
-    this.head = memory.head;
+    this.memory = { head: memory.head ?? null, keyring: memory.keyring ?? null, seen: memory.seen ?? [], kept: memory.kept ?? [] };
+    this.head = this.memory.head;
     this.deviceIdHex = entries[0].deviceIdHex;
     this.device = `device ${this.deviceIdHex.slice(0, 16)}`;
     this.entries = entries;
