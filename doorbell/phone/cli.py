@@ -33,7 +33,6 @@ from doorbell.phone.web import (
     WebError,
     open_server,
     serve_until_stopped,
-    url,
 )
 from doorbell.sealing import DevicePublicKey, SealingError, Suite
 
@@ -253,12 +252,15 @@ def _web(home: PhoneHome, args: argparse.Namespace) -> int:
     except WebError as exc:
         print(f"doorbell-phone: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(
-        f"doorbell-phone: the web phone is at {url(server)} (from {app.directory}; "
-        "Ctrl-C stops it)",
-        flush=True,
-    )
-    serve_until_stopped(server)
+
+    def announce(address: str) -> None:
+        print(
+            f"doorbell-phone: the web phone is at {address} (from {app.directory}; "
+            "Ctrl-C stops it)",
+            flush=True,
+        )
+
+    serve_until_stopped(server, announce)
     return EXIT_OK
 
 

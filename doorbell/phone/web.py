@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -220,14 +221,20 @@ def url(server: http.server.ThreadingHTTPServer) -> str:
     return f"http://{HOST}:{server.server_address[1]}/"
 
 
-def serve_until_stopped(server: http.server.ThreadingHTTPServer) -> None:
-    """Serve until Ctrl-C or SIGTERM (a service manager's stop), then close the socket."""
+def serve_until_stopped(
+    server: http.server.ThreadingHTTPServer, announce: Callable[[str], None]
+) -> None:
+    """Serve until Ctrl-C or SIGTERM (a service manager's stop), then close the socket.
+
+    ``announce`` gets the URL once both stop the server cleanly: whoever reads it may
+    stop the server at once."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        announce(url(server))
         server.serve_forever()
     except KeyboardInterrupt:
         pass
