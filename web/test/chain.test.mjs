@@ -77,6 +77,16 @@ test('a 2^62 range costs what one number costs', async () => {
   const result = await verifySource(folder(vector.objects), vectorReader(), remembered(vector));
   assert.ok(performance.now() - started < 2000);
   assert.deepEqual(problemCodes(result), vector.codes);
+  // As tests/test_chain_rules.py words it: the quota range is announced, the restart's
+  // skip of 2^62 - 1 numbers breaks its rule and so announces nothing.
+  const messages = result.findings.map((f) => f.message);
+  const big = 2n ** 62n;
+  assert.ok(messages.includes(`seq 2..${big - 1n} announced as quota`), messages.join('\n'));
+  assert.ok(
+    messages.some((m) => m.includes('skipped covers 4611686018427387903 numbers, more than one reservation block (1024)')),
+    messages.join('\n'),
+  );
+  assert.ok(messages.includes(`missing seq ${big + 1n}..${2n ** 63n - 1n} (deleted or never delivered)`), messages.join('\n'));
 });
 
 test("the Python phone's words, for a person to read", async () => {
