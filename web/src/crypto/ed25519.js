@@ -1,19 +1,20 @@
-// Strict Ed25519 verification (FORMAT §5, RFC 8032 §5.1.7): S below the group order and
-// a canonical public key A, checked here, before WebCrypto's verify, which does not
-// reject every non-canonical A (y = p + 1 is the identity, under which anyone signs).
+// Ed25519 verification as FORMAT §5 asks: strict (RFC 8032 section 5.1.7), checked here
+// before WebCrypto sees the signature. S must be below the group order L, and the public
+// key A must be the one canonical encoding of its point: WebCrypto's verify, like OpenSSL's,
+// accepts a non-canonical A such as y = p + 1 (the identity point, for which anyone can
+// sign anything).
 
+const L = (1n << 252n) + 27742317777372353535851777893976580429n;
+const P = (1n << 255n) - 19n;
+
+/** A signature that does not verify, or is not strict, or a key nobody may pin. */
 export class SignatureError extends Error {
-  constructor(message) {
+  constructor(message, code = 'forged') {
     super(message);
     this.name = 'SignatureError';
-    this.code = 'forged';
+    this.code = code;
   }
 }
-
-// RFC 8032: the group order L and the field prime p.
-const L = 2n ** 252n + 27742317777372353535851777893976580429n;
-const P = 2n ** 255n - 19n;
-const imported = new Map(); // hex of the raw key -> Promise<CryptoKey>
 
 function littleEndian(bytes) {
   let value = 0n;
@@ -21,48 +22,56 @@ function littleEndian(bytes) {
   return value;
 }
 
-/** Throws SignatureError unless `raw` is the one canonical encoding of its point. */
-export function checkCanonicalDeviceKey(raw, who = 'device') {
+/** Throws SignatureError unless `raw` (32 bytes) is the canonical encoding of its point:
+ * y (the 255 low bits) below p, and not x = 0 (y = 1 or y = p - 1) with the sign bit set. */
+export function checkCanonicalDeviceKey(raw, signer = 'device') {
   if (!(raw instanceof Uint8Array) || raw.length !== 32) {
-    throw new SignatureError(`${who} public key must be 32 bytes`);
+    throw new SignatureError(`${signer} public key must be 32 bytes`);
   }
   const y = littleEndian(raw) & ((1n << 255n) - 1n);
   const sign = raw[31] >> 7;
   if (y >= P || (sign && (y === 1n || y === P - 1n))) {
-    throw new SignatureError(`${who} public key is not a canonical Ed25519 encoding`);
+    throw new SignatureError(`${signer} public key is not a canonical Ed25519 encoding`);
   }
 }
 
-function importKey(raw) {
-  let hex = '';
-  for (const byte of raw) hex += byte.toString(16).padStart(2, '0');
-  let key = imported.get(hex);
+// Imported once per key: an import costs as much as a verification of a small message.
+const imported = new Map();
+
+function verifyKey(raw, signer) {
+  const id = String.fromCharCode(...raw);
+  let key = imported.get(id);
   if (key === undefined) {
-    key = crypto.subtle.importKey('raw', raw, { name: 'Ed25519' }, false, ['verify']);
-    if (imported.size > 256) imported.clear();
-    imported.set(hex, key);
-    key.catch(() => imported.delete(hex));
+    key = crypto.subtle.importKey('raw', raw, { name: 'Ed25519' }, false, ['verify']).catch(() => {
+      imported.delete(id);
+      throw new SignatureError(`${signer} public key is not a valid point`);
+    });
+    imported.set(id, key);
   }
   return key;
 }
 
 /**
- * Verify an Ed25519 signature strictly. Resolves when it is valid; throws SignatureError
- * (code 'forged') naming the problem otherwise. `who` names the signer in messages.
+ * Verify an Ed25519 signature strictly. Resolves to nothing; rejects with SignatureError
+ * (code 'forged') unless the signature is valid, S < L and the key canonical.
+ * `signer` names whose signature it is in the message ("device", "phone").
  */
-export async function verifyStrict(publicKeyRaw, message, signature, who = 'device') {
+export async function verifyStrict(publicKeyRaw, message, signature, signer = 'device') {
   if (!(signature instanceof Uint8Array) || signature.length !== 64) {
-    throw new SignatureError(`${who} signature must be 64 bytes`);
+    throw new SignatureError(`${signer} signature must be 64 bytes`);
   }
   if (littleEndian(signature.subarray(32, 64)) >= L) {
-    throw new SignatureError(`${who} signature is not canonical (S is not below the group order)`);
+    throw new SignatureError(`${signer} signature is not canonical (S is not below the group order)`);
   }
-  checkCanonicalDeviceKey(publicKeyRaw, who);
+  checkCanonicalDeviceKey(publicKeyRaw, signer);
+  const key = await verifyKey(publicKeyRaw, signer);
   let valid;
   try {
-    valid = await crypto.subtle.verify({ name: 'Ed25519' }, await importKey(publicKeyRaw), signature, message);
+    valid = await crypto.subtle.verify({ name: 'Ed25519' }, key, signature, message);
   } catch {
-    throw new SignatureError(`${who} public key is not a valid point`);
+    valid = false;
   }
-  if (!valid) throw new SignatureError(`${who} signature does not verify`);
+  if (!valid) throw new SignatureError(
+      `${signer} signature does not verify: altered after it was signed, or signed by another key`,
+    );
 }
