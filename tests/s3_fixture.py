@@ -48,9 +48,24 @@ class S3Server:
             response.release_conn()
 
 
+def cors_as_s3() -> None:
+    """Make moto's servers in this process answer CORS only as each bucket's rules say, as
+    S3 does. Call it before a server answers its first request.
+
+    By default moto adds ``Access-Control-Allow-Origin: *`` to every answer that has none,
+    so a page could read a bucket whose CORS rule does not name the page's origin, and
+    the web phone's tests would pass against a bucket that S3 would keep from it.
+    """
+    from moto.moto_server import werkzeug_app
+
+    werkzeug_app.DISABLE_GLOBAL_CORS = True
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """The endpoint ("127.0.0.1:PORT") of a moto server listening on loopback only."""
+    """The endpoint ("127.0.0.1:PORT") of a moto server listening on loopback only, which
+    answers CORS only as each bucket's rules say (`cors_as_s3`)."""
+    cors_as_s3()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
