@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 pytest.register_assert_rewrite("mqtt_fixture")
-from mqtt_fixture import Listener, Mosquitto  # noqa: E402
+from mqtt_fixture import Listener, Mosquitto, websocket_bridge  # noqa: E402
 
 pytest_plugins = ["mqtt_fixture"]
 
@@ -125,3 +127,27 @@ def test_a_broker_that_stops_closes_the_web_client(
     mosquitto.stop()
     assert web.next() == {"closed": True}
     assert web.process.wait(timeout=TIMEOUT) == 0
+
+
+def test_mqtt_goes_in_binary_frames_only(ws_mosquitto: str) -> None:
+    with connect(ws_mosquitto, subprotocols=["mqtt"], open_timeout=TIMEOUT) as client:
+        assert client.subprotocol == "mqtt"
+        client.send("CONNECT, as text")
+        with pytest.raises(ConnectionClosed) as closed:
+            client.recv(timeout=TIMEOUT)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1003
+
+
+def test_a_web_client_is_told_when_the_broker_is_down(tmp_path: Path) -> None:
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    broker = Mosquitto(directory)  # never started: nothing listens on its port
+    with (
+        websocket_bridge(broker) as url,
+        connect(url, subprotocols=["mqtt"]) as client,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        client.recv(timeout=TIMEOUT)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1011
