@@ -226,3 +226,15 @@ def preflights_as_s3() -> None:
 
     key_response.preflight_as_s3 = True  # type: ignore[attr-defined]
     S3Response._key_response = key_response  # type: ignore[method-assign]
+
+    # moto 5.2.5 also leaves CORS headers off a bucket's own answers (a listing), which
+    # S3 sends as the rule says: without them a page cannot read the listing it may.
+    listing = S3Response.bucket_response
+
+    def bucket_response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        status, answer_headers, body = listing(self, request, full_url, headers)
+        if request.method in ("GET", "HEAD"):
+            answer_headers = {**answer_headers, **self._get_cors_headers_other()}
+        return status, answer_headers, body
+
+    S3Response.bucket_response = bucket_response  # type: ignore[method-assign]

@@ -59,13 +59,13 @@ test("the phone's signed command is the vector's, and its signature verifies", a
 
 test('the clear answer (a refusal) opens to its body', async () => {
   const body = await openAnswer(utf8(vectors.answer_clear), devicePublicKey, nonce, null);
-  assert.deepEqual(body, { v: 1, device: vectors.device_id, request: toBase64(nonce), ok: false, reason: 'refused: an example' });
+  assert.deepEqual(body, { v: 1n, device: vectors.device_id, request: toBase64(nonce), ok: false, reason: 'refused: an example' });
 });
 
 test("the sealed answer opens with the phone's secret", async () => {
   const holder = await bytesKeyHolder(2, phoneSecret);
   const body = await openAnswer(utf8(vectors.answer_sealed), devicePublicKey, nonce, holder);
-  assert.deepEqual(body, { v: 1, device: vectors.device_id, request: toBase64(nonce), ok: true, revoked: 'old-tablet', epoch: 7 });
+  assert.deepEqual(body, { v: 1n, device: vectors.device_id, request: toBase64(nonce), ok: true, revoked: 'old-tablet', epoch: 7n });
 });
 
 test('an answer not signed by the pinned doorbell, for another request, or to another phone is refused', async () => {
