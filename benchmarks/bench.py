@@ -73,6 +73,11 @@ from benchmarks.live import LivePlan, measure_live
 from benchmarks.phone import FLOORS as PHONE_FLOORS
 from benchmarks.phone import TARGETS as PHONE_TARGETS
 from benchmarks.phone import PhonePlan, measure_phone
+from benchmarks.web import FIGURES as WEB_FIGURES
+from benchmarks.web import FLOORS as WEB_FLOORS
+from benchmarks.web import TARGETS as WEB_TARGETS
+from benchmarks.web import WebPlan, measure_web
+from benchmarks.web import available as web_unavailable
 from doorbell.cpu import cpu_flags, cpuinfo, has_aes
 from doorbell.sealing import (
     KeyringStore,
@@ -95,8 +100,9 @@ TARGETS = {
     **PHONE_TARGETS,
     **ENROLMENT_TARGETS,
     **LIVE_TARGETS,
+    **WEB_TARGETS,
 }
-FLOORS = DELIVERY_FLOORS | PHONE_FLOORS  # targets to reach; the others not to exceed
+FLOORS = DELIVERY_FLOORS | PHONE_FLOORS | WEB_FLOORS  # targets to reach; the others not to exceed
 # What the sealer feeds the primitives (docs/FORMAT.md): AES-GCM's associated data is
 # the cleartext header (200 bytes with one x25519 stanza; 50 bytes either way are
 # noise next to 2 MiB), Ed25519 signs a 29-byte context and a SHA-256 digest, and
@@ -120,6 +126,7 @@ class Plan:
     phone: PhonePlan  # the objects in the phone's small and large folder
     enrolments: int = 3  # phones enrolled over the network, one after another
     live: LivePlan = field(default_factory=LivePlan)  # viewers, watching, CPU windows
+    web: WebPlan = field(default_factory=WebPlan)  # objects and rings in Chromium
 
 
 FULL = Plan(
@@ -143,6 +150,7 @@ QUICK = Plan(
     phone=PhonePlan(small=20, large=200, runs=1),
     enrolments=1,
     live=LivePlan(viewers=1, watch_seconds=2.0, windows=1, window_seconds=2.0),
+    web=WebPlan(objects=20, runs=1, rings=2),
 )
 
 
@@ -522,6 +530,8 @@ def run(plan: Plan) -> dict[str, Any]:
         phone = measure_phone(plan.phone, workdir)
         enrolment = measure_enrolment(workdir, plan.enrolments) if MOSQUITTO.exists() else None
         live = measure_live(plan.live, workdir) if MOSQUITTO.exists() else None
+        web_missing = web_unavailable()
+        web = measure_web(plan.web, workdir) if web_missing is None else None
     floor_ms = (
         prims["aes_gcm_ms"]
         + prims["sha256_ms"]
@@ -589,6 +599,8 @@ def run(plan: Plan) -> dict[str, Any]:
         "enrolment": None if enrolment is None else enrolment.details(),
         **(dict.fromkeys(LIVE_FIGURES) if live is None else live.headline()),
         "live": None if live is None else live.details(),
+        **(dict.fromkeys(WEB_FIGURES) if web is None else web.headline()),
+        "web": {"not measured": web_missing} if web is None else web.details(),
         "targets": dict(TARGETS),
         "meets_targets": {
             "seal_overhead": overhead <= TARGETS["seal_overhead"],
@@ -604,6 +616,7 @@ def run(plan: Plan) -> dict[str, Any]:
             if enrolment is None
             else enrolment.meets_targets()["enroll_to_first_object_s"],
             **(dict.fromkeys(LIVE_TARGETS) if live is None else live.meets_targets()),
+            **(dict.fromkeys(WEB_TARGETS) if web is None else web.meets_targets()),
         },
     }
 
@@ -722,6 +735,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         *live_lines(report["live"]),
         "",
+        *web_lines(report["web"]),
+        "",
         verdict("seal_overhead"),
         verdict("seal_vs_age_cpu"),
         verdict("seal_vs_age_minisign_cpu"),
@@ -742,8 +757,32 @@ def render(report: dict[str, Any]) -> str:
         ),
         verdict("live_latency_ms_p99", 1),
         verdict("live_cpu_share"),
+        verdict("web_open_vs_python"),
+        f"{'web_ring_to_screen_ms_p50':<26}"
+        + (
+            "not measured"
+            if report["web_ring_to_screen_ms_p50"] is None
+            else f"{report['web_ring_to_screen_ms_p50']:.1f}"
+        ),
+        verdict("web_ring_to_screen_ms_p99", 1),
     ]
     return "\n".join(lines)
+
+
+def web_lines(web: dict[str, Any]) -> list[str]:
+    """The web phone in headless Chromium: its reader against Python's, and rings."""
+    if "not measured" in web:
+        return [f"Web phone: not measured ({web['not measured']})"]
+    return [
+        f"Web phone in headless Chromium: {web['objects']} objects ({web['mib']:.0f} MiB), "
+        f"{web['rings']} rings through the real daemon and a WebSocket broker",
+        "  verify and open, s per run: Chromium "
+        + ", ".join(f"{v:.3f}" for v in web["chromium_s"])
+        + "; Python "
+        + ", ".join(f"{v:.3f}" for v in web["python_s"]),
+        "  ring to snapshot on the page (ms): "
+        + ", ".join(f"{v:.0f}" for v in sorted(web["ring_ms"])),
+    ]
 
 
 def live_lines(live: dict[str, Any] | None) -> list[str]:

@@ -102,6 +102,10 @@ def test_top_level_keys(report: dict[str, Any]) -> None:
         "live_latency_ms_p99",
         "live_cpu_share",
         "live",
+        "web_open_vs_python",
+        "web_ring_to_screen_ms_p50",
+        "web_ring_to_screen_ms_p99",
+        "web",
         "targets",
         "meets_targets",
     }
@@ -172,6 +176,8 @@ def test_ratios_and_child_cpu(report: dict[str, Any]) -> None:
         "live_first_frame_s": 1.0,
         "live_latency_ms_p99": 150.0,
         "live_cpu_share": 0.02,
+        "web_open_vs_python": 0.5,
+        "web_ring_to_screen_ms_p99": 300.0,
     }
     assert isinstance(report["meets_targets"]["seal_overhead"], bool)
     if shutil.which("age") and shutil.which("age-keygen"):
@@ -268,6 +274,22 @@ def test_enrolment(report: dict[str, Any]) -> None:
     table = render(report)
     assert "the first object sealed to it was in the bucket" in table
     assert "enroll_to_first_object_s" in table
+
+
+def test_web_phone(report: dict[str, Any]) -> None:
+    """The web phone in Chromium (the quick plan: 20 objects, 2 rings): its own figures,
+    each ring timed to its snapshot on the page."""
+    web = report["web"]
+    assert web["objects"] == 20 and len(web["ring_ms"]) == 2
+    assert all(0 < ms < 30_000 for ms in web["ring_ms"])
+    ratio = min(web["python_s"]) / min(web["chromium_s"])
+    assert report["web_open_vs_python"] == pytest.approx(ratio, rel=0.01)
+    assert 0 < report["web_ring_to_screen_ms_p50"] <= report["web_ring_to_screen_ms_p99"]
+    for key in ("web_open_vs_python", "web_ring_to_screen_ms_p99"):
+        assert isinstance(report["meets_targets"][key], bool), key
+    from benchmarks.bench import render
+
+    assert "web_ring_to_screen_ms_p99" in render(report)
 
 
 def test_live(report: dict[str, Any]) -> None:
