@@ -173,6 +173,18 @@ test('a browser becomes a phone, sees a ring, plays its clip and live view, and 
     }
   });
 
+  await t.test('every screen fits a phone, and the phone screen shows who can see the footage', async () => {
+    for (const view of ['rings', 'clips', 'live', 'phone']) {
+      await page.click(`#tabs button[data-view="${view}"]`);
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 390, `the ${view} screen is ${width} px wide on a 390 px phone`);
+    }
+    const rows = await page.locator('#keyring tr[data-role]').evaluateAll((trs) => trs.map((tr) => [tr.dataset.role, tr.cells[0].textContent]));
+    assert.deepEqual(rows.map(([role]) => role).sort(), ['owner', 'recovery']);
+    assert.ok(rows.some(([role, name]) => role === 'owner' && name.includes('(this phone)')), JSON.stringify(rows));
+    assert.match(await page.textContent('#fingerprint'), /^[0-9a-f]{4}(:[0-9a-f]{4}){7}$/);
+  });
+
   await t.test('the keys survive a reload and a browser restart', async () => {
     await page.click('#tabs button[data-view="phone"]');
     const fingerprint = await page.textContent('#fingerprint');

@@ -46,14 +46,15 @@ function doorbellCard(app, doorbell) {
   const mine = app.phone.publicKey;
   const now = Date.now();
   const rows = (keyring?.recipients ?? []).map((r) => {
-    const expires = r.expires ? Date.parse(r.expires) : null;
+    const expires = r.expires ? new Date(r.expires).getTime() : null;
+    const until = r.expires ? new Date(r.expires).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '';
     const isMe = sameBytes(r.publicKey, mine);
     const allHybrid = r.suite === 'mlkem768-x25519';
     return h('tr', { dataset: { role: r.role } },
       h('td', {}, printable(r.name), isMe ? h('span', { class: 'muted' }, ' (this phone)') : null),
       h('td', {}, r.role),
       h('td', { class: 'small' },
-        r.expires ? (expires < now ? h('span', { class: 'bad' }, `expired ${r.expires}`) : `until ${r.expires}`) : '',
+        r.expires ? (expires < now ? h('span', { class: 'bad' }, `expired ${until}`) : `until ${until}`) : '',
         allHybrid ? '' : h('div', { class: 'warn' }, 'not post-quantum')));
   });
   return h('div', { class: 'card doorbell', dataset: { device: doorbell.deviceIdHex.slice(0, 16) } },
