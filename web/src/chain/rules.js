@@ -5,6 +5,7 @@
 
 import { equal, toHex } from '../bytes.js';
 import { recipientTag } from '../format/object.js';
+import { pyRepr } from '../format/strictjson.js';
 
 // FORMAT §4.1: why a `discarded` notice may let numbers go, and how a phone reports the
 // numbers of its ranges. "quota": evicted to stay within the spool's quota; "damaged": the
@@ -16,30 +17,8 @@ export const DISCARD_REASONS = Object.freeze({
 
 export const isDiscardReason = (reason) => typeof reason === 'string' && Object.hasOwn(DISCARD_REASONS, reason);
 
-/**
- * A string as Python's repr() shows it, so that messages read as the Python phone's do:
- * single quotes unless the text holds one and no double quote, anything unprintable escaped.
- */
-export function pyRepr(text) {
-  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
-  let out = quote;
-  for (const char of text) {
-    const code = char.codePointAt(0);
-    if (char === '\\' || char === quote) out += '\\' + char;
-    else if (char === '\n') out += '\\n';
-    else if (char === '\r') out += '\\r';
-    else if (char === '\t') out += '\\t';
-    else if (char !== ' ' && /[\p{C}\p{Z}]/u.test(char)) out += escape(code);
-    else out += char;
-  }
-  return out + quote;
-}
-
-function escape(code) {
-  if (code < 0x100) return `\\x${code.toString(16).padStart(2, '0')}`;
-  if (code < 0x10000) return `\\u${code.toString(16).padStart(4, '0')}`;
-  return `\\U${code.toString(16).padStart(8, '0')}`;
-}
+// Messages quote names as the Python phone's do.
+export { pyRepr };
 
 /** A keyring recipient's suite byte (1 or 2), however the keyring reader spells it. */
 export const suiteOf = (recipient) => (typeof recipient.suite === 'number' ? recipient.suite : recipient.suiteByte);
