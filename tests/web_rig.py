@@ -13,6 +13,7 @@ answers each with one JSON line (``{"error": ...}`` when it fails):
 - ``{"op": "wait-clip"}``: wait until the last clip ended and is in the bucket.
 - ``{"op": "tamper"}``: flip one byte of a media segment in the bucket; answers its name.
 - ``{"op": "copy"}``: the bucket's objects copied into a folder; answers its path.
+- ``{"op": "qr-video", "text": ...}``: the text as a QR code in a Y4M video; answers its path.
 
 End of input stops everything. Usage: web_rig.py [JSON options]; options: ``dist``
 (the built app; default web/dist).
@@ -153,6 +154,8 @@ class WebRig:
             return {"name": self._tamper()}
         if op == "copy":
             return {"folder": str(self._copy())}
+        if op == "qr-video":
+            return {"video": str(self._qr_video(str(command["text"])))}
         raise ValueError(f"unknown op {op!r}")
 
     def _names(self) -> list[str]:
@@ -171,6 +174,21 @@ class WebRig:
         for name in self._names():
             (folder / name.rsplit("/", 1)[-1]).write_bytes(self.s3.get(name))
         return folder
+
+    def _qr_video(self, text: str) -> Path:
+        """``text`` as the QR code `doorbell enroll` shows, filmed: a Y4M file a browser's
+        fake camera plays (Chromium's --use-file-for-fake-video-capture)."""
+        import segno
+
+        picture = self.root / "qr.png"
+        segno.make(text, error="m").save(picture, scale=6, border=4)
+        video = self.root / "qr.y4m"
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-y", "-loop", "1", "-i", str(picture), "-t", "2",
+             "-vf", "scale=640:640:flags=neighbor,format=yuv420p", "-r", "10", str(video)],
+            check=True,
+        )  # fmt: skip
+        return video
 
     def _tamper(self) -> str:
         """Flip one byte in the ciphertext of the largest object (a media segment)."""

@@ -13,7 +13,7 @@ export function enrolView(app) {
   const url = h('input', { id: 'broker-url', type: 'url', placeholder: 'wss://broker.example:8084/', value: app.broker?.url ?? '', autocomplete: 'off' });
   const user = h('input', { id: 'broker-user', type: 'text', value: app.broker?.username ?? '', autocomplete: 'username' });
   const password = h('input', { id: 'broker-password', type: 'password', value: app.broker?.password ?? '', autocomplete: 'current-password' });
-  const scan = h('button', { type: 'button' }, 'Scan the QR code');
+  const scan = h('button', { type: 'button', id: 'scan-qr' }, 'Scan the QR code');
   const join = h('button', { class: 'primary', type: 'button', id: 'join' }, 'Join the doorbell');
   const scanner = h('div', { class: 'scanner' });
   const progress = h('div', { id: 'enrol-progress' });
