@@ -7,9 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonRig
 
-from doorbell.sealing import KeyringStore, RecipientPrivateKey, Suite
+# Harnesses whose asserts the tests rely on, registered before any test module imports
+# one of them (a later registration finds them imported and cannot rewrite them).
+pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness", "daemon_harness")
+
+from daemon_harness import DaemonRig  # noqa: E402
+
+from doorbell.sealing import KeyringStore, RecipientPrivateKey, Suite  # noqa: E402
 
 # A fixed capture clock: every object sealed with it carries this time.
 FIXED_TIME = 1_764_450_000.25
