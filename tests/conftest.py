@@ -10,7 +10,7 @@ import pytest
 
 # Harnesses whose asserts the tests rely on, registered before any test module imports
 # one of them (a later registration finds them imported and cannot rewrite them).
-pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness", "daemon_harness")
+pytest.register_assert_rewrite("mqtt_fixture", "enrol_harness", "daemon_harness", "s3_fixture")
 
 from daemon_harness import DaemonRig  # noqa: E402
 
