@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rig } from './rig.mjs';
@@ -72,6 +72,17 @@ test('a browser becomes a phone, sees a ring, plays its clip and live view, and 
     await rm(profile, { recursive: true, force: true });
   });
   let page = context.pages()[0] ?? (await context.newPage());
+  // The notifications the page raises, as the browser would show them.
+  await page.addInitScript(() => {
+    window.shownNotifications = [];
+    window.Notification = class {
+      static permission = 'granted';
+      static requestPermission = async () => 'granted';
+      constructor(title, options) {
+        window.shownNotifications.push({ title, body: options?.body });
+      }
+    };
+  });
   const errors = [];
   const watchPage = (p) => {
     p.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
@@ -106,6 +117,8 @@ test('a browser becomes a phone, sees a ring, plays its clip and live view, and 
     await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, card);
     ringSeq = await page.getAttribute('#events article[data-type="ring"]', 'data-seq');
     assert.ok(Number(ringSeq) > 0);
+    const shown = await page.evaluate(() => window.shownNotifications);
+    assert.deepEqual(shown.map((n) => n.title), ['Someone rang the doorbell']);
   });
 
   await t.test('the clip from the bucket verifies and plays', async () => {
@@ -125,6 +138,12 @@ test('a browser becomes a phone, sees a ring, plays its clip and live view, and 
     await page.evaluate(() => document.querySelector('#clip-video').pause());
     const shot = await page.locator('#clip-video').screenshot();
     assert.ok(lumaSpread(shot) > 10, 'the clip shows a picture, not a blank frame');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('.clip:has(.kind.ring) button.save')]);
+    assert.match(download.suggestedFilename(), /^doorbell-ring-[0-9a-f]{8}\.mp4$/);
+    const saved = await readFile(await download.path());
+    assert.equal(saved.subarray(4, 8).toString('latin1'), 'ftyp', 'the saved clip is an MP4');
+    assert.ok(saved.includes(Buffer.from('moof')) && saved.length > 50_000);
+    await download.delete(); // decrypted video: not left behind by the test
   });
 
   await t.test('live view shows frames and its latency', async () => {

@@ -95,7 +95,7 @@ export class App {
       if (gone.snapshotUrl) URL.revokeObjectURL(gone.snapshotUrl);
     }
     this.notify('event', event);
-    if (typeof Notification !== 'undefined' && Notification.permission === 'granted' && document.hidden) {
+    if (typeof Notification !== 'undefined' && Notification.permission === 'granted') {
       const label = event.type === 'ring' ? 'Someone rang the doorbell' : 'Motion at the door';
       try {
         new Notification(label, { body: event.doorbellName, tag: `doorbell-${event.seq}` });
