@@ -119,17 +119,23 @@ def iam_enforced(endpoint: str) -> Iterator[None]:
         reset_auth("inf")
 
 
-def iam_user(endpoint: str, name: str, policy: dict[str, object]) -> tuple[str, str]:
-    """A moto IAM user with ``policy`` as its only (inline) policy: its access key pair."""
-    import boto3  # moto's own dependency; only IAM set-up needs it
+def _boto(service: str, endpoint: str) -> Any:
+    """A boto3 client of moto's server at ``endpoint`` with the key moto takes, for the
+    set-up calls minio lacks (IAM users, bucket CORS)."""
+    import boto3  # moto's own dependency; only set-up needs it
 
-    iam = boto3.client(
-        "iam",
+    return boto3.client(
+        service,
         endpoint_url=f"http://{endpoint}",
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+def iam_user(endpoint: str, name: str, policy: dict[str, object]) -> tuple[str, str]:
+    """A moto IAM user with ``policy`` as its only (inline) policy: its access key pair."""
+    iam = _boto("iam", endpoint)
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=name)["AccessKey"]
@@ -190,18 +196,8 @@ def put_cors(endpoint: str, bucket: str, rule: dict[str, object]) -> None:
     """Give ``bucket`` on the moto server at ``endpoint`` ("127.0.0.1:PORT") one CORS rule,
     and make moto servers in this process answer preflights as S3 does
     (`preflights_as_s3`), so a page may read the objects the rule lets it read."""
-    import boto3  # moto's own dependency; minio has no bucket CORS call
-
     preflights_as_s3()
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://{endpoint}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
+    _boto("s3", endpoint).put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
 
 
 def preflights_as_s3() -> None:
